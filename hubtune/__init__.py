@@ -1,0 +1,45 @@
+"""hubtune: transfer learning on frozen hub models.
+
+Embed data once with any hub backbone, cache the vectors, train small heads on them in seconds.
+Importing this package is cheap: torch, transformers and faiss load only when a model is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Backbone": "hubtune.backbone",
+    "ImagePreprocessor": "hubtune.backbone",
+    "LoadOptions": "hubtune.backbone",
+    "Preprocessor": "hubtune.backbone",
+    "Weights": "hubtune.backbone",
+    "ModelRef": "hubtune.refs",
+    "parse_ref": "hubtune.refs",
+    "resolve_ref": "hubtune.registry",
+    "get_sources": "hubtune.registry",
+    "Source": "hubtune.sources",
+    "ModelInfo": "hubtune.sources",
+    "PullResult": "hubtune.sources",
+    "hookimpl": "hubtune.hookspecs",
+    "load_backbone": "hubtune.api",
+    "pull": "hubtune.api",
+    "compute_fingerprint": "hubtune.fingerprint",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hubtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

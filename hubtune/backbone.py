@@ -1,0 +1,255 @@
+"""The one interface every model source adapts to.
+
+A :class:`Backbone` is a frozen network plus the preprocessing its weights expect. It splits the
+work the way the extractor needs it:
+
+- ``preprocessor(item)`` turns one raw input (text, or image bytes) into tensors. It holds no model
+  and is picklable, so DataLoader workers run it.
+- ``preprocessor.collate(samples)`` makes a batch (stacking images, padding tokens).
+- ``forward(batch)`` runs the network on the device and returns ``(B, dim)``.
+
+``embed_batch`` wraps ``forward`` with device transfer, ``inference_mode`` and autocast; ``embed``
+does the whole thing for a list of inputs. The fingerprint names the exact function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from hubtune.errors import BackboneOptionError
+from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint
+from hubtune.imageio import to_rgb_image
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from hubtune.refs import ModelRef
+
+STORED_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """``--weights``: ``default`` (pretrained), ``random[:SEED]`` or a safetensors file."""
+
+    kind: str  # "default" | "random" | "file"
+    seed: int = 0
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Weights":
+        if text == "default":
+            return cls("default")
+        if text == "random" or text.startswith("random:"):
+            seed_text = text.partition(":")[2] or "0"
+            if not seed_text.isdigit():
+                raise BackboneOptionError(f"--weights {text!r}: the seed after 'random:' must be a whole number")
+            return cls("random", seed=int(seed_text))
+        path = Path(text).expanduser()
+        if path.suffix != ".safetensors":
+            raise BackboneOptionError(
+                f"--weights {text!r}: expected 'default', 'random[:SEED]' or a .safetensors file "
+                "(pickled checkpoints are not loaded; convert with safetensors.torch.save_file)"
+            )
+        if not path.is_file():
+            raise BackboneOptionError(f"--weights {text!r}: no such file")
+        return cls("file", path=path.resolve())
+
+    def revision(self) -> str:
+        """The part of the fingerprint's revision that these weights decide."""
+        if self.kind == "random":
+            return f"random:{self.seed}"
+        if self.kind == "file":
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            return f"file-sha256:{digest.hexdigest()}"
+        return "default"
+
+    def load_state_dict(self) -> dict:
+        """The tensors of a ``file`` weights choice (safetensors: no code can run)."""
+        from safetensors.torch import load_file
+
+        return load_file(str(self.path), device="cpu")
+
+
+@dataclass
+class LoadOptions:
+    """Options every source honours when building a backbone (the CLI's shared options)."""
+
+    layer: str | None = None
+    pool: str | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    weights: str = "default"
+    offline: bool = False
+    trust_remote_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parsed_weights(self) -> Weights:
+        return Weights.parse(self.weights)
+
+
+def select_layer(requested: str | None, layers: Sequence[str], default: str, model: str) -> str:
+    """Validate ``--layer`` against what the model offers; the error lists the valid names."""
+    if requested is None:
+        return default
+    if requested not in layers:
+        raise BackboneOptionError(
+            f"model {model!r} has no layer {requested!r}; valid layers: {', '.join(layers)}"
+        )
+    return requested
+
+
+def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> None:
+    """Load a safetensors state dict into ``model``, strictly, with a readable error."""
+    state = weights.load_state_dict()
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneOptionError(
+            f"--weights {weights.path}: does not fit {what}: "
+            f"missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]} "
+            "(first five of each)"
+        )
+
+
+class Preprocessor(ABC):
+    """Raw input -> tensors, without the model (picklable, runs in DataLoader workers)."""
+
+    @abstractmethod
+    def __call__(self, item: Any) -> dict[str, "torch.Tensor"]: ...
+
+    def collate(self, samples: Sequence[dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+        import torch
+
+        return {key: torch.stack([sample[key] for sample in samples]) for key in samples[0]}
+
+
+class ImagePreprocessor(Preprocessor):
+    """Decode to RGB, then apply the weights' own transform (PIL image -> (3, H, W) tensor)."""
+
+    def __init__(self, transform: Any):
+        self.transform = transform
+
+    def __call__(self, item: Any) -> dict[str, "torch.Tensor"]:
+        return {"pixel_values": self.transform(to_rgb_image(item))}
+
+
+class Backbone(ABC):
+    """A frozen network with its preprocessing, layer, pooling, device and precision fixed."""
+
+    modality: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        *,
+        ref: "ModelRef",
+        revision: str,
+        model: "torch.nn.Module",
+        preprocessor: Preprocessor,
+        preprocess_config: dict[str, Any],
+        layers: Sequence[str],
+        layer: str,
+        pool: str,
+        options: LoadOptions,
+    ):
+        from hubtune.runtime import resolve_device, resolve_precision
+
+        self.ref = ref
+        self.revision = revision
+        self.preprocessor = preprocessor
+        self.preprocess_config = preprocess_config
+        self.layers = list(layers)
+        self.layer = layer
+        self.pool = pool
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.precision = resolve_precision(options.precision, self.device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self._dim: int | None = None
+
+    # -- what a source implements -----------------------------------------------------------------
+    @abstractmethod
+    def forward(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """Run the network on a collated batch already on ``self.device``; return ``(B, dim)``."""
+
+    def probe_item(self) -> Any:
+        """A tiny valid input, used to measure ``dim``."""
+        from PIL import Image
+
+        return Image.new("RGB", (64, 64), (127, 127, 127))
+
+    # -- provided by the core ---------------------------------------------------------------------
+    def embed_batch(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """Collated batch -> float32 ``(B, dim)`` on the CPU, under inference mode and autocast."""
+        import torch
+
+        from hubtune.runtime import torch_dtype
+
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        with torch.inference_mode(), torch.autocast(
+            device_type=self.device.type, dtype=torch_dtype(self.precision), enabled=self.precision != "fp32"
+        ):
+            output = self.forward(batch)
+        return output.float().cpu()
+
+    def embed(self, items: Sequence[Any], batch_size: int = 32) -> "np.ndarray":
+        """Embed raw inputs (texts, image bytes or PIL images) -> float32 ``(N, dim)``."""
+        import numpy as np
+
+        chunks = []
+        for start in range(0, len(items), batch_size):
+            samples = [self.preprocessor(item) for item in items[start : start + batch_size]]
+            chunks.append(self.embed_batch(self.preprocessor.collate(samples)).numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    @property
+    def dim(self) -> int:
+        """Embedding width, measured once on a probe input (exact for every layer and pooling)."""
+        if self._dim is None:
+            sample = self.preprocessor(self.probe_item())
+            self._dim = int(self.embed_batch(self.preprocessor.collate([sample])).shape[1])
+        return self._dim
+
+    def fingerprint_fields(self, stored_dtype: str = "float16") -> dict[str, Any]:
+        if stored_dtype not in STORED_DTYPES:
+            raise BackboneOptionError(f"stored dtype {stored_dtype!r}; expected one of {STORED_DTYPES}")
+        return {
+            "source": self.ref.source,
+            "model": self.ref.id,
+            "revision": self.revision,
+            "layer": self.layer,
+            "pool": self.pool,
+            "preprocess": self.preprocess_config,
+            "precision": self.precision,
+            "stored_dtype": stored_dtype,
+            "format": STORE_FORMAT_VERSION,
+        }
+
+    def fingerprint(self, stored_dtype: str = "float16") -> str:
+        return compute_fingerprint(self.fingerprint_fields(stored_dtype))
+
+    def describe(self) -> dict[str, Any]:
+        """What ``hubtune info`` prints."""
+        return {
+            "ref": f"{self.ref.source}:{self.ref.id}@{self.revision}",
+            "source": self.ref.source,
+            "modality": self.modality,
+            "dim": self.dim,
+            "revision": self.revision,
+            "fingerprint": self.fingerprint(),
+            "layer": self.layer,
+            "pool": self.pool,
+            "layers": self.layers,
+            "precision": self.precision,
+            "device": str(self.device),
+            "preprocess": self.preprocess_config,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }

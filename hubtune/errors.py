@@ -1,0 +1,65 @@
+"""Exceptions, grouped by area, in the style of huggingface_hub's ``errors.py``.
+
+Each subclasses a builtin so callers can catch broadly (``ValueError``, ``LookupError``), and each
+message says what was given, what was expected and how to fix it. ``exit_code`` is what the CLI
+returns when the error reaches it: 2 for a bad argument (like click's usage errors), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+
+class HubtuneError(Exception):
+    """Base class of every error hubtune raises on purpose."""
+
+    exit_code = 1
+
+
+# -- model references -----------------------------------------------------------------------------
+class ModelRefError(HubtuneError, ValueError):
+    """A model reference does not follow ``[source:]id[@revision]``."""
+
+    exit_code = 2
+
+
+class UnknownSourceError(ModelRefError, LookupError):
+    """The reference names a source no installed plugin provides."""
+
+
+class AmbiguousModelError(ModelRefError):
+    """A bare name is claimed by more than one source; hubtune refuses to guess."""
+
+    def __init__(self, name: str, candidates: list[str]):
+        self.name = name
+        self.candidates = candidates
+        super().__init__(
+            f"model name {name!r} is offered by {len(candidates)} sources; "
+            f"choose one of: {', '.join(candidates)}"
+        )
+
+
+class ModelNotFoundError(HubtuneError, LookupError):
+    """No source knows the model, or the hub has no such repository or weights."""
+
+
+# -- plugins --------------------------------------------------------------------------------------
+class PluginError(HubtuneError):
+    """A plugin is broken or two plugins collide."""
+
+
+# -- backbones ------------------------------------------------------------------------------------
+class BackboneOptionError(HubtuneError, ValueError):
+    """A layer, pooling, precision, device or weights option the backbone cannot honour."""
+
+    exit_code = 2
+
+
+class OfflineError(HubtuneError, ConnectionError):
+    """Offline mode is on and the files are not in the local cache."""
+
+
+class UnsafeModelError(HubtuneError, PermissionError):
+    """Loading would run or unpickle code hubtune was not explicitly allowed to run."""
+
+
+class InputError(HubtuneError, ValueError):
+    """One input item could not be read or decoded (recorded per item, never fatal to a batch)."""

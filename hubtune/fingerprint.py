@@ -1,0 +1,41 @@
+"""The fingerprint: a hash of everything that decides which function produced a vector.
+
+A cached vector is only valid for the exact function that made it. The fingerprint is the blake2b
+(16 bytes) of the canonical JSON of the fields in :data:`FIELDS`; change any one of them and it
+changes. It is a pure function of plain data, so it is stable across processes and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+#: Bumped whenever the stored layout of a vector changes, so old caches are never misread.
+STORE_FORMAT_VERSION = 1
+
+FIELDS = (
+    "source",  # plugin source name: hf, timm, torchvision, ...
+    "model",  # model id within the source
+    "revision",  # commit sha, weights enum name, weights file hash, or random seed
+    "layer",  # canonical layer name
+    "pool",  # canonical pooling name
+    "preprocess",  # the full preprocessing config (size, crop, mean/std, tokenizer max length, ...)
+    "precision",  # resolved compute precision: fp32, bf16 or fp16
+    "stored_dtype",  # float16 or float32
+    "format",  # STORE_FORMAT_VERSION
+)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no whitespace, ASCII only; tuples become lists."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def compute_fingerprint(fields: Mapping[str, Any]) -> str:
+    """32 hex characters (16 bytes) identifying the embedding function described by ``fields``."""
+    missing = [name for name in FIELDS if name not in fields]
+    extra = [name for name in fields if name not in FIELDS]
+    if missing or extra:
+        raise ValueError(f"fingerprint fields: missing {missing}, unexpected {extra}; expected {list(FIELDS)}")
+    return hashlib.blake2b(canonical_json(dict(fields)).encode("ascii"), digest_size=16).hexdigest()

@@ -1,0 +1,40 @@
+"""Decoding image bytes safely: a decompression bomb is an error, never a warning."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import TYPE_CHECKING, Union
+
+from hubtune.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageInput = Union[bytes, "Image.Image"]
+
+#: Pillow's own default limit; past it Pillow only warns, hubtune refuses.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def to_rgb_image(item: ImageInput) -> "Image.Image":
+    """Decode bytes (or take a PIL image) to a fully loaded RGB image."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if not isinstance(item, (bytes, bytearray, memoryview)):
+        raise InputError(f"expected image bytes or a PIL image, got {type(item).__name__}")
+    if len(item) == 0:
+        raise InputError("empty file (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(item)) as image:
+                image.load()
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"decompression bomb refused: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise InputError(f"not a readable image: {type(exc).__name__}: {exc}") from exc

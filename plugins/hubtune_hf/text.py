@@ -1,0 +1,162 @@
+"""hf text backbones: AutoTokenizer + AutoModel, honouring a sentence-transformers repo's own config.
+
+A sentence-transformers repository says how its vectors are made: ``modules.json`` lists the
+pipeline (Transformer -> Pooling -> Normalize), ``1_Pooling/config.json`` the pooling mode and
+``sentence_bert_config.json`` the max sequence length and lower-casing. hubtune reproduces that
+pipeline exactly (parity with ``SentenceTransformer.encode`` is tested) and refuses modules it does
+not implement rather than silently producing different vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from hubtune.backbone import Backbone, LoadOptions, Preprocessor, select_layer
+from hubtune.errors import BackboneOptionError, InputError
+from hubtune.pooling import canonical_pool, pool_tokens
+from hubtune.refs import ModelRef
+from hubtune_hf.common import hidden_state_index, hidden_state_layers, load_model
+
+ST_POOL_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+}
+ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+def read_sentence_transformers_config(folder: Path) -> dict[str, Any] | None:
+    """The parts of a sentence-transformers config hubtune honours, or None for a plain model."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
+    unsupported = [kind for kind in kinds if kind not in ST_MODULES]
+    if unsupported:
+        raise BackboneOptionError(
+            f"{folder.name}: sentence-transformers modules {unsupported} are not supported by hubtune yet "
+            f"(supported: {sorted(ST_MODULES)})"
+        )
+    pool = None
+    for module in modules:
+        if module["type"].endswith("Pooling"):
+            config = json.loads((folder / module["path"] / "config.json").read_text())
+            modes = [name for key, name in ST_POOL_MODES.items() if config.get(key)]
+            other = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in ST_POOL_MODES]
+            if len(modes) != 1 or other:
+                raise BackboneOptionError(
+                    f"{folder.name}: pooling config {config} is not supported (one of cls, mean, max)"
+                )
+            pool = modes[0]
+    bert_config_file = folder / "sentence_bert_config.json"
+    bert_config = json.loads(bert_config_file.read_text()) if bert_config_file.is_file() else {}
+    return {
+        "pool": pool,
+        "normalize": "Normalize" in kinds,
+        "max_length": bert_config.get("max_seq_length"),
+        "lowercase": bool(bert_config.get("do_lower_case", False)),
+    }
+
+
+class TokenizerPreprocessor(Preprocessor):
+    """One text -> token ids; batches are padded to their longest member (right padding)."""
+
+    def __init__(self, tokenizer: Any, max_length: int, lowercase: bool, strip: bool):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.lowercase = lowercase
+        self.strip = strip
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, item: Any) -> dict:
+        import torch
+
+        if isinstance(item, (bytes, bytearray)):
+            try:
+                item = bytes(item).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"text is not valid UTF-8: {exc}") from exc
+        if not isinstance(item, str):
+            raise InputError(f"expected text, got {type(item).__name__}")
+        text = item.strip() if self.strip else item
+        if not text.strip():
+            raise InputError("empty text")
+        if self.lowercase:
+            text = text.lower()
+        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length)
+        return {key: torch.tensor(encoded[key]) for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+
+    def collate(self, samples: Sequence[dict]) -> dict:
+        import torch
+
+        length = max(len(sample["input_ids"]) for sample in samples)
+        batch = {}
+        for key in samples[0]:
+            fill = self.pad_id if key == "input_ids" else 0
+            out = torch.full((len(samples), length), fill, dtype=torch.long)
+            for row, sample in enumerate(samples):
+                out[row, : len(sample[key])] = sample[key]
+            batch[key] = out
+        return batch
+
+
+class HFTextBackbone(Backbone):
+    modality = "text"
+
+    def __init__(self, *, normalize: bool, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.normalize = normalize
+        self.hidden_index = hidden_state_index(self.layer)
+
+    def probe_item(self) -> str:
+        return "probe"
+
+    def forward(self, batch: dict) -> "Any":
+        import torch.nn.functional as F
+
+        outputs = self.model(**batch, output_hidden_states=self.hidden_index is not None)
+        hidden = outputs.last_hidden_state if self.hidden_index is None else outputs.hidden_states[self.hidden_index]
+        vectors = pool_tokens(hidden, batch["attention_mask"], self.pool)  # (B, D)
+        return F.normalize(vectors.float(), dim=-1) if self.normalize else vectors
+
+
+def build_text_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> HFTextBackbone:
+    from transformers import AutoTokenizer
+
+    st_config = read_sentence_transformers_config(folder)
+    model, weights_suffix = load_model(folder, options, f"hf:{ref.id}")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=options.trust_remote_code)
+    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    max_length = min(int(limit) for limit in limits if limit and limit < 1_000_000)
+    if st_config and st_config["max_length"]:
+        max_length = min(max_length, int(st_config["max_length"]))
+    layers = hidden_state_layers(int(model.config.num_hidden_layers) + 1)
+    layer = select_layer(options.layer, layers, "last", f"hf:{ref.id}")
+    default_pool = (st_config or {}).get("pool") or "mean"
+    pool = canonical_pool(options.pool or default_pool, 3)
+    normalize = bool(st_config and st_config["normalize"])
+    lowercase = bool(st_config and st_config["lowercase"])
+    strip = st_config is not None  # sentence-transformers strips surrounding whitespace
+    preprocess = {
+        "tokenizer": type(tokenizer).__name__,
+        "max_length": max_length,
+        "lowercase": lowercase,
+        "strip": strip,
+        "padding": "right",
+        "normalize": normalize,
+    }
+    return HFTextBackbone(
+        ref=ref,
+        revision=ref.revision + weights_suffix,
+        model=model,
+        preprocessor=TokenizerPreprocessor(tokenizer, max_length, lowercase, strip),
+        preprocess_config=preprocess,
+        layers=layers,
+        layer=layer,
+        pool=pool,
+        options=options,
+        normalize=normalize,
+    )

@@ -1,0 +1,75 @@
+"""hf vision backbones: AutoImageProcessor + AutoModel (ViT-like token models and conv nets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, select_layer
+from hubtune.pooling import canonical_pool, pool_any
+from hubtune.refs import ModelRef
+from hubtune_hf.common import hidden_state_index, hidden_state_layers, load_model
+
+
+class ProcessorTransform:
+    """PIL image -> (3, H, W) tensor through the repository's own image processor (picklable)."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image: Any) -> Any:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+class HFVisionBackbone(Backbone):
+    modality = "image"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.hidden_index = hidden_state_index(self.layer)
+
+    def _select(self, pixel_values: Any, all_hidden: bool) -> Any:
+        outputs = self.model(pixel_values=pixel_values, output_hidden_states=all_hidden)
+        return outputs.last_hidden_state if not all_hidden else outputs.hidden_states
+
+    def forward(self, batch: dict) -> Any:
+        if self.hidden_index is None:
+            hidden = self._select(batch["pixel_values"], False)
+        else:
+            hidden = self._select(batch["pixel_values"], True)[self.hidden_index]
+        return pool_any(hidden, self.pool)
+
+
+def _jsonable(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=str, sort_keys=True))
+
+
+def build_vision_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> HFVisionBackbone:
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    model, weights_suffix = load_model(folder, options, f"hf:{ref.id}")
+    processor = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=options.trust_remote_code)
+    transform = ProcessorTransform(processor)
+    # One probe tells the number of hidden states and each one's shape (tokens or feature map).
+    probe = transform(Image.new("RGB", (64, 64), (127, 127, 127)))[None]
+    with torch.inference_mode():
+        outputs = model.eval()(pixel_values=probe, output_hidden_states=True)
+    layers = hidden_state_layers(len(outputs.hidden_states))
+    layer = select_layer(options.layer, layers, "last", f"hf:{ref.id}")
+    index = hidden_state_index(layer)
+    shape_ndim = (outputs.last_hidden_state if index is None else outputs.hidden_states[index]).ndim
+    pool = canonical_pool(options.pool or ("cls" if shape_ndim == 3 else "avg"), shape_ndim)
+    return HFVisionBackbone(
+        ref=ref,
+        revision=ref.revision + weights_suffix,
+        model=model,
+        preprocessor=ImagePreprocessor(transform),
+        preprocess_config=_jsonable(processor.to_dict()),
+        layers=layers,
+        layer=layer,
+        pool=pool,
+        options=options,
+    )

@@ -1,0 +1,212 @@
+"""The ``torchvision`` source.
+
+``torchvision:NAME[@WEIGHTS]``, e.g. ``torchvision:resnet50@IMAGENET1K_V2``; the revision is the
+weights enum member (``DEFAULT`` when omitted, recorded under its real name). Checkpoints are
+loaded with ``weights_only=True`` and their published hash checked (torchvision ships no
+safetensors). Preprocessing is ``weights.transforms()``. The default embedding is the penultimate
+layer (the input of the final ``Linear``, which is replaced by ``Identity``); any module can be
+chosen by name, its output captured by a forward hook that stops the forward pass there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
+from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError
+from hubtune.pooling import canonical_pool, pool_any
+from hubtune.refs import ModelRef
+from hubtune.sources import ModelInfo, PullResult, Source
+
+PENULTIMATE = "penultimate"
+
+
+class _LayerReached(Exception):
+    """Raised by the capture hook to stop the forward pass at the chosen layer."""
+
+
+def classification_models() -> list[str]:
+    import torchvision.models as models
+
+    return models.list_models(module=models)
+
+
+def _weights_member(name: str, revision: str | None) -> Any:
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
+    wanted = revision or "DEFAULT"
+    try:
+        return enum[wanted]
+    except KeyError:
+        names = ", ".join(member.name for member in enum)
+        raise ModelNotFoundError(f"torchvision:{name} has no weights {wanted!r}; available: {names}, DEFAULT") from None
+
+
+def _checkpoint_path(url: str) -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def _fetch_checkpoint(url: str, offline: bool) -> Path:
+    """The local checkpoint file, downloading it (hash-checked) unless offline."""
+    import torch
+
+    path = _checkpoint_path(url)
+    if not path.is_file():
+        if offline:
+            raise OfflineError(f"{path.name} is not in the torch hub cache ({path.parent}) and offline mode is on")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=torch.hub.HASH_REGEX.search(path.name).group(1))
+    return path
+
+
+def _replace_last_linear(model: Any) -> int | None:
+    """Swap the final ``Linear`` for ``Identity``; return its input width, or None if there is none."""
+    import torch.nn as nn
+
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (name, module)
+    if last is None:
+        return None
+    name, module = last
+    model.set_submodule(name, nn.Identity())
+    return module.in_features
+
+
+def _module_layers(model: Any) -> list[str]:
+    """Named modules up to two levels deep: ``layer4``, ``layer4.1``, ``features.3``, ..."""
+    return [name for name, _ in model.named_modules() if name and name.count(".") <= 1]
+
+
+def _layer_output_ndim(model: Any, layer: str, crop_size: list[int]) -> int:
+    """Rank of the chosen module's output (3: tokens, 4: feature map), from one probe pass."""
+    import torch
+
+    seen: list[int] = []
+
+    def hook(module: Any, inputs: Any, output: Any) -> None:
+        seen.append(output.ndim)
+        raise _LayerReached
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, *crop_size))
+    except _LayerReached:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _preprocess_config(transforms: Any) -> dict:
+    public = {key: value for key, value in vars(transforms).items() if not key.startswith("_") and key != "training"}
+    public["transform"] = type(transforms).__name__
+    return json.loads(json.dumps(public, default=str, sort_keys=True))
+
+
+class TorchvisionBackbone(Backbone):
+    modality = "image"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._captured: list[Any] = []
+        if self.layer != PENULTIMATE:
+            self.model.get_submodule(self.layer).register_forward_hook(self._capture)
+
+    def _capture(self, module: Any, inputs: Any, output: Any) -> None:
+        self._captured.append(output)
+        raise _LayerReached
+
+    def forward(self, batch: dict) -> Any:
+        x = batch["pixel_values"]  # (B, 3, H, W)
+        if self.layer == PENULTIMATE:
+            return self.model(x)  # the final Linear is Identity: (B, D)
+        self._captured.clear()
+        try:
+            self.model(x)
+        except _LayerReached:
+            pass
+        return pool_any(self._captured.pop(), self.pool)
+
+
+class TorchvisionSource(Source):
+    name = "torchvision"
+    modalities = ("image",)
+
+    def claims(self, name: str) -> bool:
+        return name in classification_models()
+
+    def list_models(self, pattern: str | None = None) -> Iterable[ModelInfo]:
+        from torchvision.models import get_model_weights
+
+        for name in classification_models():
+            if pattern is None or fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(f"torchvision:{name}", pattern):
+                for member in get_model_weights(name):
+                    yield ModelInfo(ref=f"torchvision:{name}@{member.name}", source=self.name, modality="image")
+
+    def _check_name(self, ref: ModelRef) -> None:
+        if ref.id not in classification_models():
+            raise ModelNotFoundError(f"torchvision has no classification model {ref.id!r}; see `hubtune models --source torchvision`")
+
+    def pull(self, ref: ModelRef, options: LoadOptions) -> PullResult:
+        self._check_name(ref)
+        member = _weights_member(ref.id, ref.revision)
+        path = _fetch_checkpoint(member.url, options.offline)
+        return PullResult(ref=f"torchvision:{ref.id}@{member.name}", revision=member.name, path=str(path))
+
+    def load(self, ref: ModelRef, options: LoadOptions) -> Backbone:
+        import torch
+        from torchvision.models import get_model
+
+        self._check_name(ref)
+        weights = options.parsed_weights
+        if weights.kind == "default":
+            member = _weights_member(ref.id, ref.revision)
+            kwargs: dict[str, Any] = {"num_classes": len(member.meta["categories"])}
+            if ref.id.startswith("vit_"):
+                kwargs["image_size"] = member.meta["min_size"][0]
+            model = get_model(ref.id, weights=None, **kwargs)
+            state = torch.load(_fetch_checkpoint(member.url, options.offline), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            revision = member.name
+        else:
+            if ref.revision:
+                raise BackboneOptionError(f"torchvision:{ref.id}: @{ref.revision} names pretrained weights; drop it with --weights {options.weights}")
+            member = _weights_member(ref.id, None)  # preprocessing still comes from the weights' family
+            torch.manual_seed(weights.seed)
+            model = get_model(ref.id, weights=None)
+            if weights.kind == "file":
+                load_weights_into(model, weights, f"torchvision:{ref.id}")
+            revision = weights.revision()
+        model.eval()
+        layers = [PENULTIMATE] + _module_layers(model)
+        layer = select_layer(options.layer, layers, PENULTIMATE, f"torchvision:{ref.id}")
+        transforms = member.transforms()
+        if layer == PENULTIMATE:
+            if options.pool is not None:
+                raise BackboneOptionError("the penultimate layer is already pooled by the model; --pool applies to other layers")
+            if _replace_last_linear(model) is None:
+                raise BackboneOptionError(f"torchvision:{ref.id} has no final Linear layer; choose a --layer from {', '.join(layers[1:])}")
+            pool = "native"
+        else:
+            ndim = _layer_output_ndim(model, layer, transforms.crop_size)
+            pool = canonical_pool(options.pool or ("cls" if ndim == 3 else "avg"), ndim)
+        return TorchvisionBackbone(
+            ref=ModelRef(self.name, ref.id, revision if weights.kind == "default" else None),
+            revision=revision,
+            model=model,
+            preprocessor=ImagePreprocessor(transforms),
+            preprocess_config=_preprocess_config(transforms),
+            layers=layers,
+            layer=layer,
+            pool=pool,
+            options=options,
+        )
