@@ -239,7 +239,7 @@ class Backbone(ABC):
     def describe(self) -> dict[str, Any]:
         """What ``hubtune info`` prints."""
         return {
-            "ref": f"{self.ref.source}:{self.ref.id}@{self.revision}",
+            "ref": str(self.ref),
             "source": self.ref.source,
             "modality": self.modality,
             "dim": self.dim,

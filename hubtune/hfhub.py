@@ -8,6 +8,10 @@ never.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -96,3 +100,50 @@ def require_safetensors(folder: Path, what: str) -> list[Path]:
             "Convert them to safetensors, or load a converted file with --weights PATH."
         )
     return found
+
+
+def content_commit(folder: Path) -> str:
+    """A 40-hex name for a folder's exact bytes (sha1 over sorted relative paths and contents)."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def seed_snapshot(repo_id: str, folder: Path, commit: str | None = None, branch: str = "main") -> str:
+    """Place a folder of repository files in the Hub cache as a snapshot, and point ``branch`` at it.
+
+    Afterwards every Hub client finds ``repo_id`` offline through its ordinary cache code. Used for
+    the embedded default model and for tiny models built in tests. ``commit`` defaults to
+    :func:`content_commit`. Writes are atomic (staging folder + rename), so racing seeders are safe.
+    """
+    commit = commit or content_commit(folder)
+    repo = repo_folder(repo_id)
+    target = repo / "snapshots" / commit
+    if not target.is_dir():
+        (repo / "snapshots").mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".seed-", dir=repo / "snapshots"))
+        for path in folder.rglob("*"):
+            if path.is_file():
+                dst = staging / path.relative_to(folder)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(path, dst)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process won the race
+            shutil.rmtree(staging, ignore_errors=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    ref_tmp = repo / "refs" / f".{branch}-{os.getpid()}"
+    ref_tmp.write_text(commit)
+    os.replace(ref_tmp, repo / "refs" / branch)
+    return commit

@@ -98,7 +98,8 @@ def _layer_output_ndim(model: Any, layer: str, crop_size: list[int]) -> int:
     handle = model.get_submodule(layer).register_forward_hook(hook)
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 3, *crop_size))
+            height, width = (list(crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
+            model(torch.zeros(1, 3, height, width))
     except _LayerReached:
         pass
     finally:

@@ -1,0 +1,215 @@
+"""The ``hubtune`` command line: parse, call the public API, print a table or ``--json``.
+
+Human output is a table on stdout; ``--json`` prints one JSON document on stdout; logs, warnings
+and progress go to stderr. Heavy libraries are imported inside commands, so ``hubtune --help``
+stays instant. Plugins may add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from hubtune import __version__
+from hubtune.errors import HubtuneError
+from hubtune.pooling import POOLS
+from hubtune.runtime import PRECISIONS
+
+logger = logging.getLogger("hubtune")
+
+
+class _StderrFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(verbose: int) -> None:
+    if any(getattr(h, "_hubtune", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter())
+    handler._hubtune = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+class CLIError(click.ClickException):
+    """A :class:`HubtuneError` shown as ``Error: ...`` with the error's own exit code."""
+
+    def __init__(self, error: HubtuneError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class HubtuneGroup(click.Group):
+    """Loads plugin commands on first use and turns hubtune errors into clean CLI errors."""
+
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from hubtune.plugins import get_plugin_manager
+
+        get_plugin_manager().hook.register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._load_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HubtuneError as error:
+            raise CLIError(error) from error
+
+
+def emit(data: Any, as_json: bool, table: Callable[[Any], None]) -> None:
+    """Print ``data`` as JSON (one document on stdout) or through ``table``."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    else:
+        table(data)
+
+
+def print_table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def model_options(func: Callable) -> Callable:
+    """The options that, with the model reference, decide a backbone (and so its fingerprint)."""
+    options = [
+        click.option("--layer", default=None, help="Layer to embed from (default: the model's embedding layer; "
+                     "`hubtune info REF` lists them)."),
+        click.option("--pool", type=click.Choice(POOLS), default=None,
+                     help="How a layer's output becomes one vector (default: the model's own)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="Compute precision; auto = bf16 where the device runs it fast, else fp32."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--weights", default="default", show_default=True,
+                     help="default (pretrained), random[:SEED] (seeded init, no download) or PATH to a "
+                     ".safetensors state dict."),
+        click.option("--offline", is_flag=True, help="Use only the local caches; make no network request "
+                     "(also HF_HUB_OFFLINE=1)."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Allow a Hub repository's own Python code; needs REF@<40-hex commit>."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hubtune.backbone import LoadOptions
+
+        kwargs["options"] = LoadOptions(
+            layer=kwargs.pop("layer"), pool=kwargs.pop("pool"), precision=kwargs.pop("precision"),
+            device=kwargs.pop("device"), weights=kwargs.pop("weights"), offline=kwargs.pop("offline"),
+            trust_remote_code=kwargs.pop("trust_remote_code"),
+        )
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@click.group(cls=HubtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hubtune")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Transfer learning on frozen hub models: embed once, cache, train small heads in seconds.
+
+    \b
+    Model references: [source:]id[@revision], e.g.
+      hf:sentence-transformers/all-MiniLM-L6-v2   timm:resnet50.a1_in1k
+      torchvision:resnet50@IMAGENET1K_V2          timm:hf-hub:timm/vit_small_patch16_224.augreg_in21k
+    A bare owner/name goes to hf; a bare name must be claimed by exactly one source.
+
+    \b
+    Start with:  hubtune demo            (the whole job on the embedded default model)
+                 hubtune sources         (installed model sources)
+                 hubtune info REF        (what a backbone is: dim, layers, preprocessing)
+    """
+    _setup_logging(verbose)
+
+
+@cli.command()
+@json_option
+def sources(as_json: bool) -> None:
+    """List the installed source plugins."""
+    from hubtune.registry import get_sources
+
+    rows = [{"name": e.name, "plugin": e.plugin, "version": e.version} for e in get_sources().values()]
+    emit(rows, as_json, lambda data: print_table(data, ["name", "plugin", "version"], "sources"))
+
+
+@cli.command()
+@click.argument("pattern", required=False)
+@click.option("--source", "source_name", default=None, help="Only this source (hf, timm, torchvision, ...).")
+@json_option
+def models(pattern: str | None, source_name: str | None, as_json: bool) -> None:
+    """List models the sources offer, optionally filtered by a shell PATTERN (e.g. 'resnet*')."""
+    from hubtune.registry import get_source, get_sources
+
+    names = [source_name] if source_name else list(get_sources())
+    rows = []
+    for name in names:
+        for info in get_source(name).list_models(pattern):
+            rows.append({"ref": info.ref, "source": info.source, "modality": info.modality})
+    emit(rows, as_json, lambda data: print_table(data, ["ref", "source", "modality"], f"{len(data)} models"))
+
+
+@cli.command()
+@click.argument("ref")
+@model_options
+@json_option
+def pull(ref: str, options: Any, as_json: bool) -> None:
+    """Fetch REF's weights into the local hub cache; with --offline, confirm they are there."""
+    from hubtune.api import pull as pull_model
+
+    result = pull_model(ref, options)
+    row = {"ref": result.ref, "revision": result.revision, "path": result.path}
+    emit(row, as_json, lambda data: print_table([data], ["ref", "revision", "path"]))
+
+
+@cli.command()
+@click.argument("ref")
+@model_options
+@json_option
+def info(ref: str, options: Any, as_json: bool) -> None:
+    """Show what a backbone is: modality, dim, revision, fingerprint, layers, preprocessing."""
+    from hubtune.api import load_backbone
+
+    data = load_backbone(ref, options).describe()
+
+    def table(d: dict) -> None:
+        rows = [{"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v} for k, v in d.items()]
+        print_table(rows, ["field", "value"], d["ref"])
+
+    emit(data, as_json, table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="hubtune")
