@@ -210,6 +210,24 @@ def info(ref: str, options: Any, as_json: bool) -> None:
     emit(data, as_json, table)
 
 
+@cli.command()
+@click.option("--online", is_flag=True, help="Allow the Hub to be asked for a newer revision (default: offline).")
+@json_option
+def demo(online: bool, as_json: bool) -> None:
+    """Run the whole job on the embedded default model (sentence-transformers/all-MiniLM-L6-v2)."""
+    from hubtune.demo import run_demo
+
+    result = run_demo(offline=not online)
+
+    def table(data: dict) -> None:
+        click.echo(f"model       {data['model']}\nweights     {data['path']}\n"
+                   f"dim         {data['dim']}\nfingerprint {data['fingerprint']}")
+        print_table(data["neighbours"], ["text", "nearest", "cosine"], "nearest neighbour of each sentence")
+        click.echo(f"paraphrase pairs found: {data['paraphrase_pairs_found']}")
+
+    emit(result, as_json, table)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="hubtune")

@@ -16,7 +16,9 @@ def load_model(folder: Path, options: LoadOptions, what: str) -> tuple["torch.nn
     """AutoModel from a pinned snapshot per ``--weights``; returns (model, revision suffix)."""
     import torch
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # hubtune reports its own progress; keep stderr readable
     weights = options.parsed_weights
     remote = options.trust_remote_code
     if weights.kind == "default":
