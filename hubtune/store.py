@@ -1,0 +1,349 @@
+"""The embedding store: one LMDB environment per cache folder.
+
+Layout (see DESIGN.md, "Storage facts"): vectors are written in *blocks*, one LMDB value per
+committed batch, so the file holds little more than the raw vector bytes and whole datasets read
+back with one vectorised gather per block. A separate key index maps each content key to its
+``(block, row)``, which keeps dedupe-by-key and resume cheap.
+
+Named databases:
+
+==============  =====================================================  ===============================
+database        key                                                    value
+==============  =====================================================  ===============================
+``fingerprints`` fingerprint (16 bytes)                                 JSON: fields, dim, dtype
+``blocks``      fingerprint + block number (8 bytes, big-endian)        header + vector bytes
+``keys``        fingerprint + content key (16 bytes)                    block number + row (12 bytes)
+``errors``      fingerprint + content key                               JSON: reason, origin
+``manifests``   dataset name (UTF-8)                                    zlib'd JSON: keys, labels, ...
+==============  =====================================================  ===============================
+
+A block header carries the dtype, dim, row count and the CRC32 of the vector bytes, so ``verify``
+detects any damaged byte. One write transaction per batch, ``sync`` on, no ``writemap``: a crash
+loses at most the batch in flight and never leaves a half-written block visible. Only one process
+writes at a time (LMDB's writer lock serialises them); any number read. Handles must not cross
+``fork``: each process opens its own (the handle checks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+from hubtune.errors import HubtuneError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FP_BYTES = 16
+KEY_BYTES = 16
+DEFAULT_MAP_SIZE = 1 << 40  # a virtual reservation, not disk use
+_HEADER = struct.Struct("<4sBxHII")  # magic, dtype code, pad, reserved, dim, rows
+_CRC = struct.Struct("<I")
+_LOCATION = struct.Struct(">QI")  # block number, row
+_BLOCK_NUMBER = struct.Struct(">Q")
+_MAGIC = b"HTB1"
+_DTYPES = {1: "float16", 2: "float32"}
+_DTYPE_CODES = {name: code for code, name in _DTYPES.items()}
+
+
+class StoreError(HubtuneError):
+    """The store is damaged, misused, or cannot be written."""
+
+
+@dataclass
+class VerifyReport:
+    """What ``cache verify`` found; ``ok`` is False on any damage."""
+
+    blocks: int = 0
+    vectors: int = 0
+    manifests: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _fp(fingerprint: str) -> bytes:
+    raw = bytes.fromhex(fingerprint)
+    if len(raw) != FP_BYTES:
+        raise StoreError(f"fingerprint {fingerprint!r} is not {FP_BYTES} bytes of hex")
+    return raw
+
+
+def encode_block(vectors: "np.ndarray") -> bytes:
+    """``(rows, dim)`` float16/float32 array -> header + CRC + C-ordered bytes."""
+    import numpy as np
+
+    dtype = str(vectors.dtype)
+    if dtype not in _DTYPE_CODES or vectors.ndim != 2:
+        raise StoreError(f"blocks hold 2-d float16/float32 arrays, got {dtype} with shape {vectors.shape}")
+    payload = np.ascontiguousarray(vectors).tobytes()
+    header = _HEADER.pack(_MAGIC, _DTYPE_CODES[dtype], 0, vectors.shape[1], vectors.shape[0])
+    return header + _CRC.pack(zlib.crc32(payload)) + payload
+
+
+def decode_block(value: bytes | memoryview, check: bool = True) -> "np.ndarray":
+    """Inverse of :func:`encode_block`; raises :class:`StoreError` on a bad header or CRC."""
+    import numpy as np
+
+    value = memoryview(value)
+    if len(value) < _HEADER.size + _CRC.size:
+        raise StoreError("block shorter than its header")
+    magic, code, _, dim, rows = _HEADER.unpack_from(value)
+    if magic != _MAGIC or code not in _DTYPES:
+        raise StoreError("block header is not a hubtune block")
+    payload = value[_HEADER.size + _CRC.size:]
+    dtype = np.dtype(_DTYPES[code])
+    if len(payload) != rows * dim * dtype.itemsize:
+        raise StoreError(f"block holds {len(payload)} bytes, header says {rows} x {dim} {dtype}")
+    if check and zlib.crc32(payload) != _CRC.unpack_from(value, _HEADER.size)[0]:
+        raise StoreError("block CRC32 mismatch: the vector bytes are damaged")
+    return np.frombuffer(payload, dtype=dtype).reshape(rows, dim)
+
+
+class EmbeddingStore:
+    """Vectors by ``(fingerprint, content key)``, dataset manifests and per-item errors."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+        import lmdb
+
+        self.path = Path(path)
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not (self.path / "data.mdb").is_file():
+            raise StoreError(f"no embedding store at {self.path} (run `hubtune extract` first)")
+        self._pid = os.getpid()
+        self.env = lmdb.open(
+            str(self.path), map_size=map_size, max_dbs=8, readonly=readonly, sync=True,
+            writemap=False, metasync=True, lock=True, max_readers=512,
+        )
+        self.env.reader_check()  # clear reader slots left by killed processes
+        create = not readonly
+        self._fingerprints = self.env.open_db(b"fingerprints", create=create)
+        self._blocks = self.env.open_db(b"blocks", create=create)
+        self._keys = self.env.open_db(b"keys", create=create)
+        self._errors = self.env.open_db(b"errors", create=create)
+        self._manifests = self.env.open_db(b"manifests", create=create)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _guard(self) -> None:
+        if os.getpid() != self._pid:
+            raise StoreError(
+                "this EmbeddingStore handle was opened in another process and inherited across fork; "
+                "open the store again in each process (LMDB handles must not cross fork)"
+            )
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            self.env.close()
+
+    def __enter__(self) -> "EmbeddingStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- fingerprints ----------------------------------------------------------------------------
+    def register(self, fingerprint: str, fields: dict[str, Any], dim: int, dtype: str) -> None:
+        """Record what a fingerprint means (idempotent)."""
+        self._guard()
+        value = json.dumps({"fields": fields, "dim": dim, "dtype": dtype}, sort_keys=True).encode()
+        with self.env.begin(write=True) as txn:
+            txn.put(_fp(fingerprint), value, db=self._fingerprints, overwrite=False)
+
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        self._guard()
+        with self.env.begin() as txn:
+            return {key.hex(): json.loads(value) for key, value in txn.cursor(db=self._fingerprints)}
+
+    # -- vectors ---------------------------------------------------------------------------------
+    def _next_block(self, txn: Any, fp: bytes) -> int:
+        cursor = txn.cursor(db=self._blocks)
+        if cursor.set_range(fp + b"\xff" * 8):
+            found = cursor.prev()
+        else:
+            found = cursor.last()
+        if found and cursor.key()[:FP_BYTES] == fp:
+            return _BLOCK_NUMBER.unpack(cursor.key()[FP_BYTES:])[0] + 1
+        return 0
+
+    def put_batch(
+        self,
+        fingerprint: str,
+        keys: Sequence[bytes],
+        vectors: "np.ndarray",
+        errors: dict[bytes, dict[str, Any]] | None = None,
+    ) -> int:
+        """Store one batch in one durable transaction; keys already stored are left as they are.
+
+        Returns the number of vectors written. ``errors`` maps content keys to a JSON-able record
+        (at least ``reason``) for items that could not be embedded.
+        """
+        self._guard()
+        fp = _fp(fingerprint)
+        if len(keys) != len(vectors):
+            raise StoreError(f"{len(keys)} keys for {len(vectors)} vectors")
+        with self.env.begin(write=True) as txn:
+            fresh = [i for i, key in enumerate(keys) if txn.get(fp + key, db=self._keys) is None]
+            written = 0
+            if fresh:
+                block = self._next_block(txn, fp)
+                txn.put(fp + _BLOCK_NUMBER.pack(block), encode_block(vectors[fresh]), db=self._blocks)
+                for row, index in enumerate(fresh):
+                    txn.put(fp + keys[index], _LOCATION.pack(block, row), db=self._keys)
+                    txn.delete(fp + keys[index], db=self._errors)
+                written = len(fresh)
+            for key, record in (errors or {}).items():
+                if txn.get(fp + key, db=self._keys) is None:
+                    txn.put(fp + key, json.dumps(record, sort_keys=True).encode(), db=self._errors)
+        return written
+
+    def has(self, fingerprint: str, keys: Iterable[bytes]) -> list[bool]:
+        """Which keys already have a vector under this fingerprint."""
+        self._guard()
+        fp = _fp(fingerprint)
+        with self.env.begin() as txn:
+            return [txn.get(fp + key, db=self._keys) is not None for key in keys]
+
+    def get(self, fingerprint: str, keys: Sequence[bytes], dtype: str = "float32") -> "np.ndarray":
+        """Vectors for ``keys`` in the given order; a missing key raises :class:`KeyError`."""
+        import numpy as np
+
+        self._guard()
+        fp = _fp(fingerprint)
+        with self.env.begin(buffers=True) as txn:
+            locations = np.empty((len(keys), 2), dtype=np.int64)
+            for i, key in enumerate(keys):
+                value = txn.get(fp + key, db=self._keys)
+                if value is None:
+                    raise KeyError(f"no vector for key {bytes(key).hex()} under fingerprint {fingerprint}")
+                locations[i] = _LOCATION.unpack(value)
+            if not len(keys):
+                meta = self.fingerprints().get(fingerprint)
+                return np.zeros((0, meta["dim"] if meta else 0), dtype=dtype)
+            out: np.ndarray | None = None
+            for block in np.unique(locations[:, 0]):
+                rows_out = np.nonzero(locations[:, 0] == block)[0]
+                data = decode_block(txn.get(fp + _BLOCK_NUMBER.pack(int(block)), db=self._blocks))
+                if out is None:
+                    out = np.empty((len(keys), data.shape[1]), dtype=dtype)
+                out[rows_out] = data[locations[rows_out, 1]]  # vectorised gather
+        return out
+
+    def errors(self, fingerprint: str) -> dict[bytes, dict[str, Any]]:
+        self._guard()
+        fp = _fp(fingerprint)
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._errors)
+            found = {}
+            if cursor.set_range(fp):
+                for key, value in cursor:
+                    if key[:FP_BYTES] != fp:
+                        break
+                    found[bytes(key[FP_BYTES:])] = json.loads(value)
+            return found
+
+    def count(self, fingerprint: str) -> int:
+        return sum(1 for _ in self._iter_prefix(self._keys, _fp(fingerprint)))
+
+    def _iter_prefix(self, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self._guard()
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=db)
+            if not cursor.set_range(prefix):
+                return
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return
+                yield key, value
+
+    # -- manifests -------------------------------------------------------------------------------
+    def put_manifest(self, name: str, manifest: dict[str, list]) -> None:
+        """Record a dataset: parallel lists ``keys`` (hex), ``labels``, ``splits``, ``origins``."""
+        self._guard()
+        lengths = {column: len(values) for column, values in manifest.items()}
+        if len(set(lengths.values())) > 1:
+            raise StoreError(f"manifest columns differ in length: {lengths}")
+        value = zlib.compress(json.dumps(manifest, separators=(",", ":")).encode(), 3)
+        with self.env.begin(write=True) as txn:
+            txn.put(name.encode(), value, db=self._manifests)
+
+    def manifest(self, name: str) -> dict[str, list]:
+        self._guard()
+        with self.env.begin() as txn:
+            value = txn.get(name.encode(), db=self._manifests)
+        if value is None:
+            raise StoreError(f"no dataset called {name!r} in {self.path}; datasets: {', '.join(self.datasets()) or 'none'}")
+        return json.loads(zlib.decompress(value))
+
+    def datasets(self) -> list[str]:
+        self._guard()
+        with self.env.begin() as txn:
+            return [key.decode() for key, _ in txn.cursor(db=self._manifests)]
+
+    # -- maintenance -----------------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check every block's CRC, every key's location, and that manifests point at vectors."""
+        self._guard()
+        report = VerifyReport()
+        block_rows: dict[bytes, int] = {}
+        with self.env.begin(buffers=True) as txn:
+            for key, value in txn.cursor(db=self._blocks):
+                key = bytes(key)
+                report.blocks += 1
+                try:
+                    block_rows[key] = decode_block(value).shape[0]
+                except StoreError as exc:
+                    report.problems.append(f"block {key[FP_BYTES:].hex()} of {key[:FP_BYTES].hex()}: {exc}")
+            fingerprints: set[bytes] = set()
+            for key, value in txn.cursor(db=self._keys):
+                report.vectors += 1
+                fingerprints.add(bytes(key[:FP_BYTES]))
+                block, row = _LOCATION.unpack(value)
+                rows = block_rows.get(bytes(key[:FP_BYTES]) + _BLOCK_NUMBER.pack(block))
+                if rows is None or row >= rows:
+                    report.problems.append(f"key {bytes(key[FP_BYTES:]).hex()} points at a missing vector")
+        for name in self.datasets():
+            report.manifests += 1
+            keys = [bytes.fromhex(k) for k in self.manifest(name)["keys"]]
+            with self.env.begin() as txn:
+                for fp in fingerprints:
+                    if self._fp_covers_any(txn, fp, keys):
+                        absent = sum(
+                            txn.get(fp + k, db=self._keys) is None and txn.get(fp + k, db=self._errors) is None
+                            for k in keys
+                        )
+                        if absent:
+                            report.problems.append(
+                                f"dataset {name!r}: {absent} items have neither a vector nor an error "
+                                f"under fingerprint {fp.hex()} (an interrupted extract: run it again)"
+                            )
+        return report
+
+    def _fp_covers_any(self, txn: Any, fp: bytes, keys: list[bytes]) -> bool:
+        return any(txn.get(fp + k, db=self._keys) is not None for k in keys[:1000])
+
+    def prune(self, fingerprint: str | None = None, dataset: str | None = None) -> int:
+        """Drop a fingerprint's vectors, errors and metadata, or a dataset's manifest; return entries removed."""
+        self._guard()
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            if fingerprint is not None:
+                fp = _fp(fingerprint)
+                for db in (self._blocks, self._keys, self._errors):
+                    cursor = txn.cursor(db=db)
+                    if cursor.set_range(fp):
+                        while cursor.key()[:FP_BYTES] == fp:
+                            removed += 1
+                            if not cursor.delete():
+                                break
+                removed += int(txn.delete(fp, db=self._fingerprints))
+            if dataset is not None:
+                removed += int(txn.delete(dataset.encode(), db=self._manifests))
+        return removed
