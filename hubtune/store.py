@@ -15,7 +15,11 @@ database        key                                                    value
 ``keys``        fingerprint + content key (16 bytes)                    block number + row (12 bytes)
 ``errors``      fingerprint + content key                               JSON: reason, origin
 ``manifests``   dataset name (UTF-8)                                    zlib'd JSON: keys, labels, ...
+``requests``    hash of an extract request (reference + options)       fingerprint it resolved to
 ==============  =====================================================  ===============================
+
+``requests`` lets a rerun of the same ``extract`` know its fingerprint without loading the model,
+so a fully cached dataset finishes in well under a second.
 
 A block header carries the dtype, dim, row count and the CRC32 of the vector bytes, so ``verify``
 detects any damaged byte. One write transaction per batch, ``sync`` on, no ``writemap``: a crash
@@ -76,6 +80,14 @@ def _fp(fingerprint: str) -> bytes:
     return raw
 
 
+def _request_key(request: dict[str, Any]) -> bytes:
+    import hashlib
+
+    from hubtune.fingerprint import canonical_json
+
+    return hashlib.blake2b(canonical_json(request).encode(), digest_size=16).digest()
+
+
 def encode_block(vectors: "np.ndarray") -> bytes:
     """``(rows, dim)`` float16/float32 array -> header + CRC + C-ordered bytes."""
     import numpy as np
@@ -130,6 +142,7 @@ class EmbeddingStore:
         self._keys = self.env.open_db(b"keys", create=create)
         self._errors = self.env.open_db(b"errors", create=create)
         self._manifests = self.env.open_db(b"manifests", create=create)
+        self._requests = self.env.open_db(b"requests", create=create)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _guard(self) -> None:
@@ -161,6 +174,18 @@ class EmbeddingStore:
         self._guard()
         with self.env.begin() as txn:
             return {key.hex(): json.loads(value) for key, value in txn.cursor(db=self._fingerprints)}
+
+    def remember_request(self, request: dict[str, Any], fingerprint: str) -> None:
+        """Record which fingerprint an extract request resolved to."""
+        self._guard()
+        with self.env.begin(write=True) as txn:
+            txn.put(_request_key(request), _fp(fingerprint), db=self._requests)
+
+    def recall_request(self, request: dict[str, Any]) -> str | None:
+        self._guard()
+        with self.env.begin() as txn:
+            value = txn.get(_request_key(request), db=self._requests)
+        return None if value is None else bytes(value).hex()
 
     # -- vectors ---------------------------------------------------------------------------------
     def _next_block(self, txn: Any, fp: bytes) -> int:
@@ -211,30 +236,48 @@ class EmbeddingStore:
         with self.env.begin() as txn:
             return [txn.get(fp + key, db=self._keys) is not None for key in keys]
 
-    def get(self, fingerprint: str, keys: Sequence[bytes], dtype: str = "float32") -> "np.ndarray":
-        """Vectors for ``keys`` in the given order; a missing key raises :class:`KeyError`."""
+    def locate(self, fingerprint: str, keys: Sequence[bytes]) -> "np.ndarray":
+        """``(N, 2)`` int64 ``(block, row)`` of each key; ``-1`` rows for keys with no vector."""
         import numpy as np
 
         self._guard()
         fp = _fp(fingerprint)
+        locations = np.full((len(keys), 2), -1, dtype=np.int64)
         with self.env.begin(buffers=True) as txn:
-            locations = np.empty((len(keys), 2), dtype=np.int64)
+            lookup = txn.get
             for i, key in enumerate(keys):
-                value = txn.get(fp + key, db=self._keys)
-                if value is None:
-                    raise KeyError(f"no vector for key {bytes(key).hex()} under fingerprint {fingerprint}")
-                locations[i] = _LOCATION.unpack(value)
-            if not len(keys):
-                meta = self.fingerprints().get(fingerprint)
-                return np.zeros((0, meta["dim"] if meta else 0), dtype=dtype)
-            out: np.ndarray | None = None
-            for block in np.unique(locations[:, 0]):
-                rows_out = np.nonzero(locations[:, 0] == block)[0]
-                data = decode_block(txn.get(fp + _BLOCK_NUMBER.pack(int(block)), db=self._blocks))
+                value = lookup(fp + key, db=self._keys)
+                if value is not None:
+                    locations[i] = _LOCATION.unpack(value)
+        return locations
+
+    def gather(self, fingerprint: str, locations: "np.ndarray", dtype: str = "float32",
+               out: "np.ndarray | None" = None) -> "np.ndarray":
+        """Vectors at ``locations`` (from :meth:`locate`, none missing): one vectorised copy per block."""
+        import numpy as np
+
+        self._guard()
+        fp = _fp(fingerprint)
+        if (locations < 0).any():
+            raise KeyError(f"{int((locations[:, 0] < 0).sum())} keys have no vector under fingerprint {fingerprint}")
+        with self.env.begin(buffers=True) as txn:
+            order = np.argsort(locations[:, 0], kind="stable")
+            blocks = locations[order, 0]
+            bounds = np.flatnonzero(np.diff(blocks)) + 1
+            for group in np.split(order, bounds) if len(order) else []:
+                block = int(locations[group[0], 0])
+                data = decode_block(txn.get(fp + _BLOCK_NUMBER.pack(block), db=self._blocks))
                 if out is None:
-                    out = np.empty((len(keys), data.shape[1]), dtype=dtype)
-                out[rows_out] = data[locations[rows_out, 1]]  # vectorised gather
+                    out = np.empty((len(locations), data.shape[1]), dtype=dtype)
+                out[group] = data[locations[group, 1]]
+        if out is None:
+            meta = self.fingerprints().get(fingerprint)
+            out = np.zeros((0, meta["dim"] if meta else 0), dtype=dtype)
         return out
+
+    def get(self, fingerprint: str, keys: Sequence[bytes], dtype: str = "float32") -> "np.ndarray":
+        """Vectors for ``keys`` in the given order; a missing key raises :class:`KeyError`."""
+        return self.gather(fingerprint, self.locate(fingerprint, keys), dtype)
 
     def errors(self, fingerprint: str) -> dict[bytes, dict[str, Any]]:
         self._guard()
@@ -344,6 +387,9 @@ class EmbeddingStore:
                             if not cursor.delete():
                                 break
                 removed += int(txn.delete(fp, db=self._fingerprints))
+                stale = [bytes(k) for k, v in txn.cursor(db=self._requests) if bytes(v) == fp]
+                for key in stale:
+                    txn.delete(key, db=self._requests)
             if dataset is not None:
                 removed += int(txn.delete(dataset.encode(), db=self._manifests))
         return removed

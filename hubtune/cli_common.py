@@ -1,0 +1,87 @@
+"""Pieces every hubtune command shares: output (table or ``--json``) and the shared options."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from hubtune.pooling import POOLS
+from hubtune.runtime import PRECISIONS
+
+
+def emit(data: Any, as_json: bool, table: Callable[[Any], None]) -> None:
+    """Print ``data`` as JSON (one document on stdout) or through ``table``."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    else:
+        table(data)
+
+
+def print_table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def model_options(func: Callable) -> Callable:
+    """The options that, with the model reference, decide a backbone (and so its fingerprint)."""
+    options = [
+        click.option("--layer", default=None, help="Layer to embed from (default: the model's embedding layer; "
+                     "`hubtune info REF` lists them)."),
+        click.option("--pool", type=click.Choice(POOLS), default=None,
+                     help="How a layer's output becomes one vector (default: the model's own)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="Compute precision; auto = bf16 where the device runs it fast, else fp32."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--weights", default="default", show_default=True,
+                     help="default (pretrained), random[:SEED] (seeded init, no download) or PATH to a "
+                     ".safetensors state dict."),
+        click.option("--offline", is_flag=True, help="Use only the local caches; make no network request "
+                     "(also HF_HUB_OFFLINE=1)."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Allow a Hub repository's own Python code; needs REF@<40-hex commit>."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hubtune.backbone import LoadOptions
+
+        kwargs["options"] = LoadOptions(
+            layer=kwargs.pop("layer"), pool=kwargs.pop("pool"), precision=kwargs.pop("precision"),
+            device=kwargs.pop("device"), weights=kwargs.pop("weights"), offline=kwargs.pop("offline"),
+            trust_remote_code=kwargs.pop("trust_remote_code"),
+        )
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def cache_option(func: Callable) -> Callable:
+    from hubtune.constants import default_cache_dir
+
+    return click.option(
+        "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help=f"Embedding store folder (default: {default_cache_dir()}, under HUBTUNE_HOME).",
+    )(func)
+
+
+def resolve_cache(cache_dir: Path | None) -> Path:
+    from hubtune.constants import default_cache_dir
+
+    return cache_dir or default_cache_dir()

@@ -1,0 +1,307 @@
+"""The batch extractor: embed a dataset (or one shard of it) into the store, once.
+
+The flow for ``extract(ref, data, store)``:
+
+1. list the dataset's items with their content keys (hashing bytes, not decoding) and record the
+   manifest under the dataset's name;
+2. find the fingerprint: from the store's memo of this exact request when there is one, so a fully
+   cached dataset is answered without loading the model;
+3. skip every key that already has a vector or an error record; if nothing is left, stop;
+4. otherwise load the backbone and stream the rest through a DataLoader whose workers read,
+   decode and preprocess; the main process runs the model under inference mode and autocast;
+   a writer thread commits each batch to LMDB while the next one computes.
+
+Items that cannot be read or decoded get an error record with the reason; the rest of their batch
+is stored. ``shard=(start, stop)`` restricts the work to a range of the dataset's items, which is
+what a distributed engine drives.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from hubtune.backbone import LoadOptions
+from hubtune.data import Dataset, Item, open_dataset
+from hubtune.errors import HubtuneError, InputError
+from hubtune.store import EmbeddingStore
+
+if TYPE_CHECKING:
+    from hubtune.backbone import Backbone, Preprocessor
+
+
+@dataclass
+class ExtractSummary:
+    """What ``hubtune extract`` reports. ``items_per_s`` is the embedding rate (model loading
+    excluded); ``seconds`` is the whole call."""
+
+    dataset: str
+    fingerprint: str | None
+    total: int
+    computed: int
+    cached: int
+    failed: int
+    seconds: float
+    items_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TooManyFailures(HubtuneError):
+    """More items failed than ``--max-failures`` allows (everything readable was still stored)."""
+
+
+# -- the request memo: a fingerprint known without loading the model --------------------------------
+def request_record(ref: str, options: LoadOptions, stored_dtype: str) -> dict[str, Any]:
+    """Everything that decides the fingerprint, as the user gave it, plus the hardware that
+    decides ``auto`` precision; a weights file is identified by size and mtime."""
+    from hubtune.runtime import cpu_has_fast_bf16
+
+    weights: Any = options.weights
+    path = Path(options.weights).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():
+        stat = path.stat()
+        weights = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {
+        "ref": ref,
+        "layer": options.layer,
+        "pool": options.pool,
+        "precision": options.precision,
+        "device": options.device,
+        "weights": weights,
+        "trust_remote_code": options.trust_remote_code,
+        "stored_dtype": stored_dtype,
+        "hardware": {
+            "cuda": os.path.exists("/dev/nvidiactl"),
+            "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cpu_bf16": cpu_has_fast_bf16(),
+        },
+    }
+
+
+# -- DataLoader pieces (module level: picklable for spawn workers) ----------------------------------
+class _ItemDataset:
+    """Items -> (position, sample or None, error or None); runs in DataLoader workers."""
+
+    def __init__(self, items: Sequence[Item], preprocessor: "Preprocessor"):
+        self.items = items
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        try:
+            return index, self.preprocessor(self.items[index].raw()), None
+        except InputError as exc:
+            return index, None, str(exc)
+        except OSError as exc:
+            return index, None, f"cannot read: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # a preprocessor bug on one odd input must not stop the run
+            return index, None, f"preprocessing failed: {type(exc).__name__}: {exc}"
+
+
+class _Collate:
+    def __init__(self, preprocessor: "Preprocessor"):
+        self.preprocessor = preprocessor
+
+    def __call__(self, rows: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+        good = [(i, sample) for i, sample, error in rows if error is None]
+        bad = [(i, error) for i, _, error in rows if error is not None]
+        batch = self.preprocessor.collate([s for _, s in good]) if good else None
+        return [i for i, _ in good], batch, bad
+
+
+class _Writer(threading.Thread):
+    """Commits batches to the store while the main thread computes the next one."""
+
+    def __init__(self, store: EmbeddingStore, fingerprint: str):
+        super().__init__(name="hubtune-store-writer", daemon=True)
+        self.store = store
+        self.fingerprint = fingerprint
+        self.jobs: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.written = 0
+
+    def run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                keys, vectors, errors = job
+                self.written += self.store.put_batch(self.fingerprint, keys, vectors, errors)
+            except BaseException as exc:  # surfaced by put() / close()
+                self.error = exc
+
+    def put(self, job: tuple) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _embed(backbone: "Backbone", batch: dict, limit: list[int]) -> Any:
+    """Embed in chunks of ``limit[0]`` rows; on CUDA out-of-memory, halve it and retry."""
+    import torch
+
+    rows = len(next(iter(batch.values())))
+    outputs = []
+    start = 0
+    while start < rows:
+        size = min(limit[0], rows - start)
+        chunk = {key: value[start : start + size] for key, value in batch.items()}
+        try:
+            outputs.append(backbone.embed_batch(chunk))
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            torch.cuda.empty_cache()
+            limit[0] = max(1, size // 2)
+            continue
+        start += size
+    return torch.cat(outputs)
+
+
+def _manifest(items: Sequence[Item]) -> dict[str, list]:
+    return {
+        "keys": [item.key.hex() for item in items],
+        "labels": [item.label for item in items],
+        "splits": [item.split for item in items],
+        "origins": [item.origin for item in items],
+    }
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} items/s"), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled, transient=False,
+    )
+
+
+def extract(
+    ref: str,
+    data: str | Path | Dataset,
+    store: EmbeddingStore,
+    *,
+    dataset_name: str | None = None,
+    options: LoadOptions | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    stored_dtype: str = "float16",
+    shard: tuple[int, int] | None = None,
+    max_failures: float | None = None,
+    refresh: bool = False,
+    compile: bool = False,
+    progress: bool = True,
+    backbone: "Backbone | None" = None,
+) -> ExtractSummary:
+    """Embed ``data`` with ``ref`` into ``store``; see the module docstring for the flow."""
+    started = time.perf_counter()
+    options = options or LoadOptions()
+    dataset = data if isinstance(data, Dataset) else open_dataset(data)
+    name = dataset_name or dataset.location.stem
+    items = dataset.items()
+    store.put_manifest(name, _manifest(items))
+    if shard is not None:
+        items = items[shard[0] : shard[1]]
+    request = request_record(ref, options, stored_dtype)
+    fingerprint = None if refresh or backbone is not None else store.recall_request(request)
+    unique: dict[bytes, Item] = {}
+    for item in items:
+        unique.setdefault(item.key, item)
+    todo = list(unique.values())
+    if fingerprint is not None:
+        done = store.has(fingerprint, unique) if unique else []
+        failed_before = set(store.errors(fingerprint))
+        todo = [item for item, has in zip(unique.values(), done) if not has and item.key not in failed_before]
+    computed, compute_seconds = 0, 0.0
+    if todo:
+        if backbone is None:
+            from hubtune.api import load_backbone
+
+            backbone = load_backbone(ref, options)
+        if compile:
+            backbone.compile()
+        fingerprint = backbone.fingerprint(stored_dtype)
+        store.register(fingerprint, backbone.fingerprint_fields(stored_dtype), backbone.dim, stored_dtype)
+        store.remember_request(request, fingerprint)
+        present = store.has(fingerprint, (item.key for item in todo))
+        failed_before = set(store.errors(fingerprint))
+        todo = [item for item, has in zip(todo, present) if not has and item.key not in failed_before]
+        if todo:
+            compute_started = time.perf_counter()
+            computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress)
+            compute_seconds = time.perf_counter() - compute_started
+    errors = store.errors(fingerprint) if fingerprint else {}
+    failed = sum(1 for item in items if item.key in errors)
+    seconds = time.perf_counter() - started
+    summary = ExtractSummary(
+        dataset=name, fingerprint=fingerprint, total=len(items), computed=computed,
+        cached=len(items) - computed - failed, failed=failed, seconds=round(seconds, 3),
+        items_per_s=round(computed / compute_seconds, 1) if compute_seconds > 0 else 0.0,
+    )
+    if max_failures is not None and items and failed / len(items) > max_failures:
+        raise TooManyFailures(
+            f"{failed} of {len(items)} items failed ({failed / len(items):.1%}), over --max-failures "
+            f"{max_failures:.1%}; see them with `hubtune cache errors`"
+        )
+    return summary
+
+
+def _run(
+    backbone: "Backbone",
+    todo: list[Item],
+    store: EmbeddingStore,
+    fingerprint: str,
+    batch_size: int,
+    workers: int,
+    stored_dtype: str,
+    progress: bool,
+) -> int:
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    if backbone.modality == "text":  # similar lengths together: less padding; the store is keyed
+        todo = sorted(todo, key=lambda item: -len(item.text or ""))
+    loader = DataLoader(
+        _ItemDataset(todo, backbone.preprocessor), batch_size=batch_size, shuffle=False,
+        num_workers=workers, collate_fn=_Collate(backbone.preprocessor),
+        pin_memory=backbone.device.type == "cuda", prefetch_factor=4 if workers else None,
+    )
+    writer = _Writer(store, fingerprint)
+    writer.start()
+    limit = [batch_size]
+    started = time.perf_counter()
+    done = 0
+    try:
+        with _progress(len(todo), progress) as bar:
+            task = bar.add_task("extract", total=len(todo), rate="-")
+            for positions, batch, bad in loader:
+                keys = [todo[i].key for i in positions]
+                vectors = _embed(backbone, batch, limit).numpy().astype(stored_dtype) if batch else None
+                errors = {todo[i].key: {"reason": reason, "origin": todo[i].origin} for i, reason in bad}
+                writer.put((keys, vectors if vectors is not None else np.zeros((0, 1), stored_dtype), errors))
+                done += len(positions) + len(bad)
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=done, rate=f"{rate:,.0f}")
+    finally:
+        writer.close()
+    return writer.written

@@ -1,0 +1,138 @@
+"""Reading vectors back: which fingerprint a command means, and exporting a dataset's vectors.
+
+Commands that read vectors (``export``, ``index build``, ``search``, ``train``) name the model and
+options the way ``extract`` did. The exact same request finds its fingerprint through the store's
+memo; otherwise options left unset match any value, and when that leaves several fingerprints for
+the dataset the error lists them with what tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hubtune.backbone import LoadOptions
+from hubtune.errors import HubtuneError
+from hubtune.extract import request_record
+from hubtune.store import EmbeddingStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class FingerprintLookupError(HubtuneError, LookupError):
+    """No fingerprint, or more than one, fits the model and options given."""
+
+    exit_code = 2
+
+
+def _covers(store: EmbeddingStore, fingerprint: str, keys: list[bytes]) -> bool:
+    return any(store.has(fingerprint, keys[:1000]))
+
+
+def _weights_tag(revision: str) -> str:
+    """The weights part of a stored revision: ``random:N``, ``file-sha256:...`` or ``default``."""
+    for marker in ("random:", "file-sha256:"):
+        if marker in revision:
+            return revision[revision.index(marker):]
+    return "default"
+
+
+def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored_dtype: str | None) -> bool:
+    from hubtune.registry import resolve_ref
+
+    ref = resolve_ref(ref_text)
+    if fields["source"] != ref.source or fields["model"] != ref.id:
+        return False
+    revision = str(fields["revision"])
+    if ref.revision and not revision.startswith(ref.revision):
+        return False
+    if _weights_tag(revision) != options.parsed_weights.revision():
+        return False
+    wanted = {"layer": options.layer, "pool": options.pool, "stored_dtype": stored_dtype,
+              "precision": None if options.precision == "auto" else options.precision}
+    return all(value is None or fields[name] == value for name, value in wanted.items())
+
+
+def find_fingerprint(
+    store: EmbeddingStore, ref: str, dataset: str, options: LoadOptions | None = None,
+    stored_dtype: str | None = None,
+) -> str:
+    """The one fingerprint holding ``dataset``'s vectors for ``ref`` + ``options``."""
+    options = options or LoadOptions()
+    keys = [bytes.fromhex(k) for k in store.manifest(dataset)["keys"]]
+    remembered = store.recall_request(request_record(ref, options, stored_dtype or "float16"))
+    if remembered and _covers(store, remembered, keys):
+        return remembered
+    candidates = [
+        fp for fp, meta in store.fingerprints().items()
+        if _matches(meta["fields"], ref, options, stored_dtype) and _covers(store, fp, keys)
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FingerprintLookupError(
+            f"the store at {store.path} has no vectors of dataset {dataset!r} for {ref} with these options; "
+            f"run `hubtune extract {ref} DATA --cache {store.path} --dataset {dataset}` first "
+            "(`hubtune cache ls` shows what is there)"
+        )
+    described = []
+    for fp in candidates:
+        fields = store.fingerprints()[fp]["fields"]
+        described.append(
+            f"{fp} (revision {fields['revision']}, layer {fields['layer']}, pool {fields['pool']}, "
+            f"precision {fields['precision']}, stored {fields['stored_dtype']})"
+        )
+    raise FingerprintLookupError(
+        f"{len(candidates)} sets of vectors of dataset {dataset!r} match {ref}; add the option that tells "
+        "them apart (--layer, --pool, --precision, --weights or @revision): " + "; ".join(described)
+    )
+
+
+@dataclass
+class DatasetVectors:
+    """A dataset's stored vectors in dataset order, with the rows' annotations."""
+
+    vectors: "np.ndarray"  # (rows, dim) float32
+    keys: list[str]
+    labels: list[str | None]
+    splits: list[str]
+    origins: list[str]
+    missing: int  # items with no vector (failed, or not extracted yet)
+
+
+def load_dataset_vectors(store: EmbeddingStore, fingerprint: str, dataset: str) -> DatasetVectors:
+    """Every item of ``dataset`` that has a vector, in dataset order (duplicates repeated)."""
+    import numpy as np
+
+    manifest = store.manifest(dataset)
+    keys = [bytes.fromhex(k) for k in manifest["keys"]]
+    locations = store.locate(fingerprint, keys)
+    present = np.flatnonzero(locations[:, 0] >= 0)
+    vectors = store.gather(fingerprint, locations[present])
+    pick = present.tolist()
+    return DatasetVectors(
+        vectors=vectors,
+        keys=[manifest["keys"][i] for i in pick],
+        labels=[manifest["labels"][i] for i in pick],
+        splits=[manifest["splits"][i] for i in pick],
+        origins=[manifest["origins"][i] for i in pick],
+        missing=len(keys) - len(pick),
+    )
+
+
+def export_dataset(store: EmbeddingStore, fingerprint: str, dataset: str, out: str | Path) -> dict[str, Any]:
+    """Write ``embeddings.npy`` (float32, dataset order) and ``items.jsonl`` to ``out``."""
+    import numpy as np
+
+    data = load_dataset_vectors(store, fingerprint, dataset)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", data.vectors)
+    with open(out / "items.jsonl", "w", encoding="utf-8") as handle:
+        for key, label, split, origin in zip(data.keys, data.labels, data.splits, data.origins):
+            handle.write(json.dumps({"key": key, "label": label, "split": split, "origin": origin}) + "\n")
+    return {"rows": int(data.vectors.shape[0]), "dim": int(data.vectors.shape[1]), "missing": data.missing,
+            "fingerprint": fingerprint, "path": str(out)}
