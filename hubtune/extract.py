@@ -2,14 +2,16 @@
 
 The flow for ``extract(ref, data, store)``:
 
-1. list the dataset's items with their content keys (hashing bytes, not decoding) and record the
-   manifest under the dataset's name;
+1. list the dataset's items with their content keys (hashing bytes, not decoding);
 2. find the fingerprint: from the store's memo of this exact request when there is one, so a fully
    cached dataset is answered without loading the model;
 3. skip every key that already has a vector or an error record; if nothing is left, stop;
 4. otherwise load the backbone and stream the rest through a DataLoader whose workers read,
    decode and preprocess; the main process runs the model under inference mode and autocast;
-   a writer thread commits each batch to LMDB while the next one computes.
+   a writer thread commits each batch to LMDB while the next one computes;
+5. record the dataset's manifest (ordered keys, labels, splits, origins) under its name, last, so
+   that a killed run never leaves a manifest pointing at missing vectors. A shard run records no
+   manifest: whoever drives the shards records it once they are all done.
 
 Items that cannot be read or decoded get an error record with the reason; the rest of their batch
 is stored. ``shard=(start, stop)`` restricts the work to a range of the dataset's items, which is
@@ -218,10 +220,8 @@ def extract(
     options = options or LoadOptions()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     name = dataset_name or dataset.location.stem
-    items = dataset.items()
-    store.put_manifest(name, _manifest(items))
-    if shard is not None:
-        items = items[shard[0] : shard[1]]
+    all_items = dataset.items()
+    items = all_items[shard[0] : shard[1]] if shard is not None else all_items
     request = request_record(ref, options, stored_dtype)
     fingerprint = None if refresh or backbone is not None else store.recall_request(request)
     unique: dict[bytes, Item] = {}
@@ -250,6 +250,8 @@ def extract(
             compute_started = time.perf_counter()
             computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress)
             compute_seconds = time.perf_counter() - compute_started
+    if shard is None:  # recorded last: a manifest never points at vectors that are not there yet
+        store.put_manifest(name, _manifest(all_items))
     errors = store.errors(fingerprint) if fingerprint else {}
     failed = sum(1 for item in items if item.key in errors)
     seconds = time.perf_counter() - started
