@@ -27,14 +27,13 @@ class _StderrFormatter(logging.Formatter):
 
 
 def _setup_logging(verbose: int) -> None:
-    if any(getattr(h, "_hubtune", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_StderrFormatter())
-    handler._hubtune = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
+    if not any(getattr(h, "_hubtune", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_StderrFormatter())
+        handler._hubtune = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
 
 
 class CLIError(click.ClickException):
@@ -54,6 +53,7 @@ class HubtuneGroup(click.Group):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        _setup_logging(0)  # plugin warnings print before the group callback sets the level
         from hubtune.plugins import get_plugin_manager
 
         get_plugin_manager().hook.register_commands(cli=self)

@@ -52,17 +52,21 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
             continue  # two distributions declaring the same entry-point name: first one wins
         try:
             plugin = ep.load()
+            manager.register(plugin, name=ep.name)
+            manager.check_pending()  # unknown hooks or misspelt hook arguments
         except Exception as exc:  # a broken plugin must not take the CLI down
-            _State.failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
-            logger.warning(
-                "plugin %r (%s) failed to load and was skipped: %s: %s",
-                ep.name, ep.value, type(exc).__name__, exc,
-            )
+            if manager.get_plugin(ep.name) is not None:
+                manager.unregister(name=ep.name)
+            record_failure(ep.name, ep.value, exc)
             continue
-        manager.register(plugin, name=ep.name)
         version = ep.dist.version if ep.dist is not None else getattr(plugin, "__version__", None)
         _State.infos[ep.name] = PluginInfo(ep.name, ep.value, version)
-    manager.check_pending()
+
+
+def record_failure(name: str, value: str, exc: BaseException) -> None:
+    """Report a plugin that was skipped: a warning naming it, and a row in :func:`plugin_failures`."""
+    _State.failures.append(PluginFailure(name, value, f"{type(exc).__name__}: {exc}"))
+    logger.warning("plugin %r (%s) failed to load and was skipped: %s: %s", name, value, type(exc).__name__, exc)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubtune.errors import AmbiguousModelError, ModelNotFoundError, PluginError, UnknownSourceError
-from hubtune.plugins import get_plugin_manager, plugin_info
-from hubtune.refs import HF_HUB_PREFIX, ModelRef, parse_ref
+from hubtune.plugins import get_plugin_manager, plugin_info, record_failure
+from hubtune.refs import _SOURCE, HF_HUB_PREFIX, ModelRef, parse_ref
 from hubtune.sources import Source
 
 
@@ -43,10 +43,10 @@ def get_sources() -> dict[str, SourceEntry]:
         plugin_name = impl.plugin_name
 
         def register(source: Source, _plugin: str = plugin_name) -> None:
-            if not isinstance(source, Source) or not source.name:
+            if not isinstance(source, Source) or not _SOURCE.fullmatch(source.name or ""):
                 raise PluginError(
-                    f"plugin {_plugin!r} registered {source!r}; expected a hubtune.Source instance "
-                    "with a non-empty name"
+                    f"plugin {_plugin!r} registered {source!r}; expected a hubtune.Source instance whose "
+                    "name is lower-case letters, digits and '_' (it is the prefix of model references)"
                 )
             if source.name in found:
                 raise PluginError(
@@ -57,7 +57,12 @@ def get_sources() -> dict[str, SourceEntry]:
             info = plugin_info(_plugin)
             found[source.name] = SourceEntry(source.name, source, _plugin, info.version if info else None)
 
-        impl.function(**{arg: register for arg in impl.argnames})
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as exc:  # e.g. a lazily imported dependency that is missing
+            record_failure(plugin_name, f"{plugin_name}.register_sources", exc)
     _cache = dict(sorted(found.items()))
     return _cache
 

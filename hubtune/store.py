@@ -30,6 +30,7 @@ writes at a time (LMDB's writer lock serialises them); any number read. Handles 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -237,18 +238,55 @@ class EmbeddingStore:
             return [txn.get(fp + key, db=self._keys) is not None for key in keys]
 
     def locate(self, fingerprint: str, keys: Sequence[bytes]) -> "np.ndarray":
-        """``(N, 2)`` int64 ``(block, row)`` of each key; ``-1`` rows for keys with no vector."""
+        """``(N, 2)`` int64 ``(block, row)`` of each key; ``-1`` rows for keys with no vector.
+
+        Few keys: one point lookup each. Many keys (a whole dataset): one sequential scan of the
+        fingerprint's key index and a vectorised sorted search, several times faster.
+        """
         import numpy as np
 
         self._guard()
         fp = _fp(fingerprint)
         locations = np.full((len(keys), 2), -1, dtype=np.int64)
-        with self.env.begin(buffers=True) as txn:
+        with self.env.begin(buffers=False) as txn:
+            if len(keys) and len(keys) * 4 >= txn.stat(self._keys)["entries"]:
+                return self._locate_by_scan(txn, fp, keys, locations)
             lookup = txn.get
             for i, key in enumerate(keys):
                 value = lookup(fp + key, db=self._keys)
                 if value is not None:
                     locations[i] = _LOCATION.unpack(value)
+        return locations
+
+    def _locate_by_scan(self, txn: Any, fp: bytes, keys: Sequence[bytes], locations: "np.ndarray") -> "np.ndarray":
+        import numpy as np
+
+        cursor = txn.cursor(db=self._keys)
+        if not cursor.set_range(fp):
+            return locations
+        # keys sort by fingerprint first: the run for this fingerprint is contiguous
+        run = list(itertools.takewhile(lambda item: item[0].startswith(fp), cursor.iternext()))
+        if not run:
+            return locations
+        found_keys, found_values = zip(*run)
+        width = FP_BYTES + KEY_BYTES
+        # LMDB iterates in byte order, which is the order of numpy's fixed-width bytes dtype
+        stored = np.frombuffer(b"".join(found_keys), np.uint8).reshape(-1, width)[:, FP_BYTES:].copy().view(f"S{KEY_BYTES}").ravel()
+        wanted = np.frombuffer(b"".join(keys), dtype=f"S{KEY_BYTES}")
+        where = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+        hit = stored[where] == wanted
+        values = np.frombuffer(b"".join(found_values), dtype=[("block", ">u8"), ("row", ">u4")])
+        locations[hit, 0] = values["block"][where[hit]]
+        locations[hit, 1] = values["row"][where[hit]]
+        return locations
+        # LMDB iterates in byte order, which is the order of numpy's fixed-width bytes dtype
+        stored = np.frombuffer(b"".join(found_keys), dtype=f"S{FP_BYTES + KEY_BYTES}")
+        wanted = np.frombuffer(b"".join(fp + bytes(k) for k in keys), dtype=f"S{FP_BYTES + KEY_BYTES}")
+        where = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+        hit = stored[where] == wanted
+        values = np.frombuffer(b"".join(found_values), dtype=[("block", ">u8"), ("row", ">u4")])
+        locations[hit, 0] = values["block"][where[hit]]
+        locations[hit, 1] = values["row"][where[hit]]
         return locations
 
     def gather(self, fingerprint: str, locations: "np.ndarray", dtype: str = "float32",
@@ -269,7 +307,12 @@ class EmbeddingStore:
                 data = decode_block(txn.get(fp + _BLOCK_NUMBER.pack(block), db=self._blocks))
                 if out is None:
                     out = np.empty((len(locations), data.shape[1]), dtype=dtype)
-                out[group] = data[locations[group, 1]]
+                rows = locations[group, 1]
+                first, last = int(group[0]), int(group[-1])
+                if last - first == len(group) - 1 and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+                    out[first : last + 1] = data[rows[0] : rows[-1] + 1]  # contiguous: a straight copy
+                else:
+                    out[group] = data[rows]  # vectorised gather
         if out is None:
             meta = self.fingerprints().get(fingerprint)
             out = np.zeros((0, meta["dim"] if meta else 0), dtype=dtype)

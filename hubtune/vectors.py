@@ -103,36 +103,63 @@ class DatasetVectors:
     missing: int  # items with no vector (failed, or not extracted yet)
 
 
-def load_dataset_vectors(store: EmbeddingStore, fingerprint: str, dataset: str) -> DatasetVectors:
-    """Every item of ``dataset`` that has a vector, in dataset order (duplicates repeated)."""
+def _present(store: EmbeddingStore, fingerprint: str, dataset: str) -> tuple[dict[str, list], "np.ndarray", "np.ndarray"]:
+    """The manifest, the positions of items that have a vector, and those vectors' locations."""
     import numpy as np
 
     manifest = store.manifest(dataset)
-    keys = [bytes.fromhex(k) for k in manifest["keys"]]
+    joined = bytes.fromhex("".join(manifest["keys"]))
+    keys = [joined[i : i + 16] for i in range(0, len(joined), 16)]
     locations = store.locate(fingerprint, keys)
     present = np.flatnonzero(locations[:, 0] >= 0)
-    vectors = store.gather(fingerprint, locations[present])
+    return manifest, present, locations[present]
+
+
+def load_dataset_vectors(store: EmbeddingStore, fingerprint: str, dataset: str) -> DatasetVectors:
+    """Every item of ``dataset`` that has a vector, in dataset order (duplicates repeated)."""
+    manifest, present, locations = _present(store, fingerprint, dataset)
     pick = present.tolist()
     return DatasetVectors(
-        vectors=vectors,
+        vectors=store.gather(fingerprint, locations),
         keys=[manifest["keys"][i] for i in pick],
         labels=[manifest["labels"][i] for i in pick],
         splits=[manifest["splits"][i] for i in pick],
         origins=[manifest["origins"][i] for i in pick],
-        missing=len(keys) - len(pick),
+        missing=len(manifest["keys"]) - len(pick),
     )
 
 
+def _json_column(values: list, rows: list[int]) -> list[str]:
+    """JSON literals of ``values[rows]`` through the C string encoder (strings, or null)."""
+    from json.encoder import encode_basestring_ascii as encode
+
+    return ["null" if values[i] is None else encode(str(values[i])) for i in rows]
+
+
 def export_dataset(store: EmbeddingStore, fingerprint: str, dataset: str, out: str | Path) -> dict[str, Any]:
-    """Write ``embeddings.npy`` (float32, dataset order) and ``items.jsonl`` to ``out``."""
+    """Write ``embeddings.npy`` (float32, dataset order) and ``items.jsonl`` to ``out``.
+
+    Vectors are gathered straight into the memory-mapped ``.npy`` (no second copy), and the JSON
+    lines are formatted with the C string encoder: export runs at disk speed.
+    """
     import numpy as np
 
-    data = load_dataset_vectors(store, fingerprint, dataset)
+    manifest, present, locations = _present(store, fingerprint, dataset)
+    dim = store.fingerprints()[fingerprint]["dim"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "embeddings.npy", data.vectors)
+    array = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=np.float32, shape=(len(present), dim))
+    if len(present):
+        store.gather(fingerprint, locations, out=array)
+    array.flush()
+    del array
+    rows = present.tolist()
+    keys = [manifest["keys"][i] for i in rows]
+    labels, splits, origins = (_json_column(manifest[c], rows) for c in ("labels", "splits", "origins"))
     with open(out / "items.jsonl", "w", encoding="utf-8") as handle:
-        for key, label, split, origin in zip(data.keys, data.labels, data.splits, data.origins):
-            handle.write(json.dumps({"key": key, "label": label, "split": split, "origin": origin}) + "\n")
-    return {"rows": int(data.vectors.shape[0]), "dim": int(data.vectors.shape[1]), "missing": data.missing,
+        handle.writelines(
+            f'{{"key": "{key}", "label": {label}, "split": {split}, "origin": {origin}}}\n'
+            for key, label, split, origin in zip(keys, labels, splits, origins)
+        )
+    return {"rows": int(len(present)), "dim": int(dim), "missing": len(keys) - len(present),
             "fingerprint": fingerprint, "path": str(out)}

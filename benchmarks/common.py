@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts: a reproducible corpus, timing, and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def sentences(count: int = 5000, seed: int = 0) -> list[str]:
+    """Mixed-length English-like sentences (3 to 150 words) from the bundled model's vocabulary."""
+    from hubtune_hf.embedded import embedded_files
+
+    vocab = [w for w in (embedded_files() / "vocab.txt").read_text().split() if w.isalpha() and len(w) > 2]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        length = int(min(150, max(3, rng.lognormvariate(2.8, 0.8))))
+        out.append(" ".join(rng.choice(vocab) for _ in range(length)).capitalize() + ".")
+    return out
+
+
+def timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f}s (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
+
+
+def machine() -> dict:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "?")
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags}
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{platform.node() or 'machine'}-{date.today().isoformat()}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
