@@ -161,5 +161,5 @@ def export_dataset(store: EmbeddingStore, fingerprint: str, dataset: str, out: s
             f'{{"key": "{key}", "label": {label}, "split": {split}, "origin": {origin}}}\n'
             for key, label, split, origin in zip(keys, labels, splits, origins)
         )
-    return {"rows": int(len(present)), "dim": int(dim), "missing": len(keys) - len(present),
+    return {"rows": int(len(present)), "dim": int(dim), "missing": len(manifest["keys"]) - len(present),
             "fingerprint": fingerprint, "path": str(out)}
