@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from hubtune.errors import BackboneOptionError
+from hubtune.errors import BackboneOptionError, InputError
 from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint
 from hubtune.imageio import to_rgb_image
 
@@ -137,6 +137,24 @@ class Preprocessor(ABC):
 
     @abstractmethod
     def __call__(self, item: Any) -> dict[str, "torch.Tensor"]: ...
+
+    def prepare_many(self, items: Sequence[Any]) -> list[dict[str, "torch.Tensor"] | InputError]:
+        """Many items at once (a sample, or the item's :class:`InputError`, per item).
+
+        Preprocessors with a fast batched path (tokenisers) override this; the extractor uses it
+        when it preprocesses in-process.
+        """
+        results: list[dict[str, "torch.Tensor"] | InputError] = []
+        for item in items:
+            try:
+                results.append(self(item))
+            except InputError as exc:
+                results.append(exc)
+        return results
+
+    def length(self, sample: dict[str, "torch.Tensor"]) -> int | None:
+        """The cost of a sample when batches are formed by length (tokens), or None if uniform."""
+        return None
 
     def collate(self, samples: Sequence[dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
         import torch

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item, open_dataset
@@ -178,6 +178,54 @@ def _embed(backbone: "Backbone", batch: dict, limit: list[int]) -> Any:
     return torch.cat(outputs)
 
 
+def _loader_batches(backbone: "Backbone", todo: list[Item], batch_size: int, workers: int) -> Iterator:
+    """Batches from a DataLoader whose worker processes read, decode and preprocess."""
+    from torch.utils.data import DataLoader
+
+    if backbone.modality == "text":  # similar lengths together: less padding; the store is keyed
+        order = sorted(range(len(todo)), key=lambda i: -len(todo[i].text or ""))
+        todo = [todo[i] for i in order]
+    else:
+        order = list(range(len(todo)))
+    loader = DataLoader(
+        _ItemDataset(todo, backbone.preprocessor), batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=_Collate(backbone.preprocessor), pin_memory=backbone.device.type == "cuda", prefetch_factor=4,
+    )
+    started = iter(loader)  # forks the workers now, before the caller starts its writer thread
+    return (
+        ([order[i] for i in positions], batch, [(order[i], reason) for i, reason in bad])
+        for positions, batch, bad in started
+    )
+
+
+def _raw(item: Item) -> Any:
+    try:
+        return item.raw()
+    except OSError as exc:
+        return InputError(f"cannot read: {type(exc).__name__}: {exc}")
+
+
+def _windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size: int, window: int) -> Iterator:
+    """In-process batches: preprocess a window of items at once (batched tokenising), then, when
+    the preprocessor knows sample lengths, form batches of similar length to cut padding."""
+    for start in range(0, len(todo), window):
+        raws = [_raw(item) for item in todo[start : start + window]]
+        readable = [i for i, raw in enumerate(raws) if not isinstance(raw, InputError)]
+        prepared: list[Any] = list(raws)
+        for i, sample in zip(readable, preprocessor.prepare_many([raws[i] for i in readable])):
+            prepared[i] = sample
+        bad = [(start + i, str(p)) for i, p in enumerate(prepared) if isinstance(p, InputError)]
+        good = [i for i, p in enumerate(prepared) if not isinstance(p, InputError)]
+        lengths = {i: preprocessor.length(prepared[i]) for i in good}
+        if all(length is not None for length in lengths.values()):
+            good.sort(key=lambda i: -lengths[i])
+        if bad and not good:
+            yield [], None, bad
+        for offset in range(0, len(good), batch_size):
+            chunk = good[offset : offset + batch_size]
+            yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if offset == 0 else []
+
+
 def _manifest(items: Sequence[Item]) -> dict[str, list]:
     return {
         "keys": [item.key.hex() for item in items],
@@ -279,15 +327,12 @@ def _run(
     progress: bool,
 ) -> int:
     import numpy as np
-    from torch.utils.data import DataLoader
 
-    if backbone.modality == "text":  # similar lengths together: less padding; the store is keyed
-        todo = sorted(todo, key=lambda item: -len(item.text or ""))
-    loader = DataLoader(
-        _ItemDataset(todo, backbone.preprocessor), batch_size=batch_size, shuffle=False,
-        num_workers=workers, collate_fn=_Collate(backbone.preprocessor),
-        pin_memory=backbone.device.type == "cuda", prefetch_factor=4 if workers else None,
-    )
+    if workers:
+        batches = _loader_batches(backbone, todo, batch_size, workers)
+    else:
+        window = batch_size * (64 if backbone.modality == "text" else 1)
+        batches = _windowed_batches(backbone.preprocessor, todo, batch_size, window)
     writer = _Writer(store, fingerprint)
     writer.start()
     limit = [batch_size]
@@ -296,7 +341,7 @@ def _run(
     try:
         with _progress(len(todo), progress) as bar:
             task = bar.add_task("extract", total=len(todo), rate="-")
-            for positions, batch, bad in loader:
+            for positions, batch, bad in batches:
                 keys = [todo[i].key for i in positions]
                 vectors = _embed(backbone, batch, limit).numpy().astype(stored_dtype) if batch else None
                 errors = {todo[i].key: {"reason": reason, "origin": todo[i].origin} for i, reason in bad}

@@ -271,17 +271,9 @@ class EmbeddingStore:
         found_keys, found_values = zip(*run)
         width = FP_BYTES + KEY_BYTES
         # LMDB iterates in byte order, which is the order of numpy's fixed-width bytes dtype
-        stored = np.frombuffer(b"".join(found_keys), np.uint8).reshape(-1, width)[:, FP_BYTES:].copy().view(f"S{KEY_BYTES}").ravel()
+        suffixes = np.frombuffer(b"".join(found_keys), np.uint8).reshape(-1, width)[:, FP_BYTES:]
+        stored = suffixes.copy().view(f"S{KEY_BYTES}").ravel()
         wanted = np.frombuffer(b"".join(keys), dtype=f"S{KEY_BYTES}")
-        where = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
-        hit = stored[where] == wanted
-        values = np.frombuffer(b"".join(found_values), dtype=[("block", ">u8"), ("row", ">u4")])
-        locations[hit, 0] = values["block"][where[hit]]
-        locations[hit, 1] = values["row"][where[hit]]
-        return locations
-        # LMDB iterates in byte order, which is the order of numpy's fixed-width bytes dtype
-        stored = np.frombuffer(b"".join(found_keys), dtype=f"S{FP_BYTES + KEY_BYTES}")
-        wanted = np.frombuffer(b"".join(fp + bytes(k) for k in keys), dtype=f"S{FP_BYTES + KEY_BYTES}")
         where = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
         hit = stored[where] == wanted
         values = np.frombuffer(b"".join(found_values), dtype=[("block", ">u8"), ("row", ">u4")])

@@ -43,10 +43,12 @@ def options(**overrides):
     return LoadOptions(**{**RANDOM, **overrides})
 
 
-def test_export_order_and_values_match_the_backbone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "dataloader-workers"])
+def test_export_order_and_values_match_the_backbone(tmp_path: Path, workers: int) -> None:
     data = make_image_folder(tmp_path / "images")
     with EmbeddingStore(tmp_path / "store") as store:
-        summary = extract(MODEL, data, store, dataset_name="pets", options=options(), batch_size=4, progress=False)
+        summary = extract(MODEL, data, store, dataset_name="pets", options=options(), batch_size=4, workers=workers,
+                          progress=False)
         assert (summary.total, summary.computed, summary.cached, summary.failed) == (12, 12, 0, 0)
         fingerprint = find_fingerprint(store, MODEL, "pets", options())
         result = export_dataset(store, fingerprint, "pets", tmp_path / "out")
@@ -143,14 +145,15 @@ def test_malformed_files_get_error_records_and_good_ones_are_stored(tmp_path: Pa
         assert store.verify().ok
 
 
-def test_text_items_bad_text_and_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "dataloader-workers"])
+def test_text_items_bad_text_and_order(tmp_path: Path, workers: int) -> None:
     table = tmp_path / "texts.jsonl"
     texts = ["a short one", "", "a considerably longer sentence about frozen backbones and caches", "short", "a short one"]
     table.write_text("\n".join(json.dumps({"text": t, "label": str(i % 2)}) for i, t in enumerate(texts)) + "\n")
     model = "hf:sentence-transformers/all-MiniLM-L6-v2"
     opts = options(weights="default")
     with EmbeddingStore(tmp_path / "store") as store:
-        summary = extract(model, table, store, options=opts, batch_size=2, progress=False)
+        summary = extract(model, table, store, options=opts, batch_size=2, workers=workers, progress=False)
         assert (summary.total, summary.computed, summary.failed, summary.cached) == (5, 3, 1, 1)
         data = load_dataset_vectors(store, summary.fingerprint, "texts")
     assert data.origins == [f"{table.resolve()}:{n}" for n in (1, 3, 4, 5)]

@@ -267,10 +267,10 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_a_plugin_failing_to_import_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+def _sources_with_extra_entry_points(monkeypatch: pytest.MonkeyPatch, *extra: EntryPoint) -> list[str]:
+    """Load the installed plugins plus ``extra``; return the warnings logged meanwhile."""
     real = plugins.entry_points
-    broken = EntryPoint(name="broken", value="hubtune_no_such_module_xyz", group=constants.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [*real(group=group), broken])
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [*real(group=group), *extra])
     plugins.reset()
     records = _Records()  # on the hubtune logger itself: the CLI turns its propagation off
     logger = logging.getLogger("hubtune")
@@ -279,8 +279,14 @@ def test_a_plugin_failing_to_import_is_a_warning(monkeypatch: pytest.MonkeyPatch
         assert {"hf", "timm", "torchvision"} <= set(get_sources())
     finally:
         logger.removeHandler(records)
+    return records.messages
+
+
+def test_a_plugin_failing_to_import_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = EntryPoint(name="broken", value="hubtune_no_such_module_xyz", group=constants.ENTRY_POINT_GROUP)
+    messages = _sources_with_extra_entry_points(monkeypatch, broken)
     assert "broken" not in get_sources()
-    assert any("'broken'" in message and "ModuleNotFoundError" in message for message in records.messages)
+    assert any("'broken'" in message and "ModuleNotFoundError" in message for message in messages)
     (failure,) = plugins.plugin_failures()
     assert failure.name == "broken" and failure.value == "hubtune_no_such_module_xyz"
 
@@ -308,21 +314,12 @@ def test_plugins_broken_after_import_are_skipped_with_a_warning(monkeypatch: pyt
 
     unknown_hook = _module_plugin(monkeypatch, "hubtune_unknown_hook_xyz", register_datasets=register_datasets)
     raising = _module_plugin(monkeypatch, "hubtune_raising_xyz", register_sources=register_sources)
-    real = plugins.entry_points
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [*real(group=group), unknown_hook, raising])
-    plugins.reset()
-    records = _Records()
-    logger = logging.getLogger("hubtune")
-    logger.addHandler(records)
-    try:
-        assert {"hf", "timm", "torchvision"} <= set(get_sources())
-    finally:
-        logger.removeHandler(records)
+    messages = _sources_with_extra_entry_points(monkeypatch, unknown_hook, raising)
     failed = {failure.name for failure in plugins.plugin_failures()}
     assert failed == {"hubtune_unknown_hook_xyz", "hubtune_raising_xyz"}
     assert plugins.get_plugin_manager().get_plugin("hubtune_unknown_hook_xyz") is None
-    assert any("register_datasets" in m for m in records.messages)
-    assert any("optional dependency missing" in m for m in records.messages)
+    assert any("register_datasets" in m for m in messages)
+    assert any("optional dependency missing" in m for m in messages)
 
 
 # -- (f) loading a backbone through the public API ------------------------------------------------------

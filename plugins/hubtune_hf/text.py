@@ -71,9 +71,7 @@ class TokenizerPreprocessor(Preprocessor):
         self.strip = strip
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def __call__(self, item: Any) -> dict:
-        import torch
-
+    def _clean(self, item: Any) -> str:
         if isinstance(item, (bytes, bytearray)):
             try:
                 item = bytes(item).decode("utf-8")
@@ -84,10 +82,36 @@ class TokenizerPreprocessor(Preprocessor):
         text = item.strip() if self.strip else item
         if not text.strip():
             raise InputError("empty text")
-        if self.lowercase:
-            text = text.lower()
-        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length)
-        return {key: torch.tensor(encoded[key]) for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+        return text.lower() if self.lowercase else text
+
+    def _tensors(self, encoded: Any, index: int | None = None) -> dict:
+        import torch
+
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        pick = (lambda v: v) if index is None else (lambda v: v[index])
+        return {key: torch.tensor(pick(encoded[key])) for key in keys if key in encoded}
+
+    def __call__(self, item: Any) -> dict:
+        return self._tensors(self.tokenizer(self._clean(item), truncation=True, max_length=self.max_length))
+
+    def prepare_many(self, items: Sequence[Any]) -> list:
+        """One batched tokeniser call (several times faster than one call per text)."""
+        results: list = [None] * len(items)
+        texts, where = [], []
+        for index, item in enumerate(items):
+            try:
+                texts.append(self._clean(item))
+                where.append(index)
+            except InputError as exc:
+                results[index] = exc
+        if texts:
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+            for row, index in enumerate(where):
+                results[index] = self._tensors(encoded, row)
+        return results
+
+    def length(self, sample: dict) -> int:
+        return len(sample["input_ids"])
 
     def collate(self, samples: Sequence[dict]) -> dict:
         import torch
