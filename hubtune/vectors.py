@@ -136,6 +136,16 @@ def _json_column(values: list, rows: list[int]) -> list[str]:
     return ["null" if values[i] is None else encode(str(values[i])) for i in rows]
 
 
+def _write_items(path: Path, manifest: dict[str, list], rows: list[int]) -> None:
+    keys = [manifest["keys"][i] for i in rows]
+    labels, splits, origins = (_json_column(manifest[c], rows) for c in ("labels", "splits", "origins"))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(
+            f'{{"key": "{key}", "label": {label}, "split": {split}, "origin": {origin}}}\n'
+            for key, label, split, origin in zip(keys, labels, splits, origins)
+        )
+
+
 def export_dataset(store: EmbeddingStore, fingerprint: str, dataset: str, out: str | Path) -> dict[str, Any]:
     """Write ``embeddings.npy`` (float32, dataset order) and ``items.jsonl`` to ``out``.
 
@@ -144,22 +154,19 @@ def export_dataset(store: EmbeddingStore, fingerprint: str, dataset: str, out: s
     """
     import numpy as np
 
+    from concurrent.futures import ThreadPoolExecutor
+
     manifest, present, locations = _present(store, fingerprint, dataset)
     dim = store.fingerprints()[fingerprint]["dim"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    array = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=np.float32, shape=(len(present), dim))
-    if len(present):
-        store.gather(fingerprint, locations, out=array)
-    array.flush()
-    del array
-    rows = present.tolist()
-    keys = [manifest["keys"][i] for i in rows]
-    labels, splits, origins = (_json_column(manifest[c], rows) for c in ("labels", "splits", "origins"))
-    with open(out / "items.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(
-            f'{{"key": "{key}", "label": {label}, "split": {split}, "origin": {origin}}}\n'
-            for key, label, split, origin in zip(keys, labels, splits, origins)
-        )
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the JSON lines overlap the vector copy
+        lines = pool.submit(_write_items, out / "items.jsonl", manifest, present.tolist())
+        array = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=np.float32, shape=(len(present), dim))
+        if len(present):
+            store.gather(fingerprint, locations, out=array)
+        array.flush()
+        del array
+        lines.result()
     return {"rows": int(len(present)), "dim": int(dim), "missing": len(manifest["keys"]) - len(present),
             "fingerprint": fingerprint, "path": str(out)}
