@@ -167,11 +167,11 @@ def demo(online: bool, as_json: bool) -> None:
     emit(result, as_json, table)
 
 
-from hubtune.cli_store import cache, export, extract  # noqa: E402  (commands defined beside)
+from hubtune.cli_search import index_group, search  # noqa: E402  (commands defined beside)
+from hubtune.cli_store import cache, export, extract  # noqa: E402
 
-cli.add_command(extract)
-cli.add_command(export)
-cli.add_command(cache)
+for command in (extract, export, cache, index_group, search):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,241 @@
+"""FAISS indexes over a dataset's cached vectors.
+
+Kinds: ``flat`` (exact), ``hnsw`` (graph), ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ, compressed) and
+``auto``, which picks by row count and a memory budget the way autofaiss does: exact search while it
+is cheap, HNSW while the vectors plus graph fit, IVF above that, IVF-PQ when even that does not fit.
+Cosine similarity is inner product on L2-normalised vectors; L2 on request. Index ids are the rows
+of the dataset's vectors in dataset order (``hubtune export`` order).
+
+An index file is written atomically (temporary file, fsync, rename) with a JSON sidecar recording
+the fingerprint, dataset, row count, metric, search settings and the file's sha256. A load checks
+all of them: a stale, foreign or damaged index is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hubtune.errors import HubtuneError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+METRICS = ("cosine", "l2")
+HNSW_M = 32
+FLAT_MAX_ROWS = 20_000  # below this, exact search is fast enough and needs no training
+DEFAULT_EF_SEARCH = 128
+DEFAULT_NPROBE_FRACTION = 1 / 16  # of the lists; at least 16
+
+
+class IndexOptionError(HubtuneError, ValueError):
+    """An index option or file hubtune cannot use."""
+
+    exit_code = 2
+
+
+@dataclass
+class IndexSpec:
+    """What to build and how to search it; stored in the sidecar."""
+
+    kind: str
+    metric: str = "cosine"
+    nlist: int = 0  # ivf / ivfpq
+    pq_m: int = 0  # ivfpq: sub-quantizers
+    nprobe: int = 0  # ivf / ivfpq search setting
+    ef_search: int = 0  # hnsw search setting
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _bytes_per_vector(kind: str, dim: int, pq_m: int = 0) -> float:
+    if kind == "flat" or kind == "ivf":
+        return dim * 4 + (8 if kind == "ivf" else 0)
+    if kind == "hnsw":
+        return dim * 4 + HNSW_M * 2 * 4
+    return pq_m + 8  # ivfpq: codes + id
+
+
+def choose_spec(rows: int, dim: int, kind: str = "auto", metric: str = "cosine",
+                max_memory: int = 4 << 30) -> IndexSpec:
+    """Fill in an :class:`IndexSpec`; ``auto`` picks the kind by rows and the memory budget."""
+    if kind not in KINDS:
+        raise IndexOptionError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if metric not in METRICS:
+        raise IndexOptionError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if kind == "auto":
+        if rows <= FLAT_MAX_ROWS and rows * _bytes_per_vector("flat", dim) <= max_memory:
+            kind = "flat"
+        elif rows * _bytes_per_vector("hnsw", dim) <= max_memory and rows <= 5_000_000:
+            kind = "hnsw"
+        elif rows * _bytes_per_vector("ivf", dim) <= max_memory:
+            kind = "ivf"
+        else:
+            kind = "ivfpq"
+    spec = IndexSpec(kind=kind, metric=metric)
+    if kind in ("ivf", "ivfpq"):
+        spec.nlist = int(min(max(1, rows // 39), max(16, 4 * math.sqrt(rows))))  # faiss wants >= 39 points per list
+        spec.nprobe = min(spec.nlist, max(16, int(spec.nlist * DEFAULT_NPROBE_FRACTION)))
+    if kind == "ivfpq":
+        spec.pq_m = next(m for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0 and m <= dim)
+    if kind == "hnsw":
+        spec.ef_search = DEFAULT_EF_SEARCH
+    return spec
+
+
+def _prepare(vectors: "np.ndarray", metric: str) -> "np.ndarray":
+    import faiss
+    import numpy as np
+
+    data = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+    if metric == "cosine":
+        faiss.normalize_L2(data)
+    return data
+
+
+def build(vectors: "np.ndarray", spec: IndexSpec, seed: int = 0) -> Any:
+    """A FAISS index over ``vectors`` (rows become ids 0..N-1)."""
+    import faiss
+    import numpy as np
+
+    data = _prepare(vectors, spec.metric)
+    rows, dim = data.shape
+    metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "cosine" else faiss.METRIC_L2
+    if spec.kind == "flat":
+        index = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    elif spec.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, metric)
+        index.hnsw.efConstruction = 80
+    else:
+        quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+        if spec.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, metric)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.pq_m, 8, metric)
+        sample = data
+        if rows > 256 * spec.nlist:  # faiss' own advice: ~39-256 points per centroid
+            sample = data[np.random.default_rng(seed).choice(rows, 256 * spec.nlist, replace=False)]
+        index.cp.seed = seed
+        index = to_device(index)
+        index.train(sample)
+    index = to_device(index) if spec.kind == "flat" else index
+    index.add(data)
+    apply_search_params(index, spec)
+    return index
+
+
+def gpu_count() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def to_device(index: Any) -> Any:
+    """On a machine with CUDA and the faiss GPU build, move flat and IVF indexes to the GPUs
+    (HNSW has no GPU version); elsewhere return the index unchanged."""
+    import faiss
+
+    if gpu_count() and not isinstance(index, faiss.IndexHNSW):
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def to_cpu(index: Any) -> Any:
+    import faiss
+
+    return faiss.index_gpu_to_cpu(index) if gpu_count() and "Gpu" in type(index).__name__ else index
+
+
+def apply_search_params(index: Any, spec: IndexSpec) -> None:
+    import faiss
+
+    if spec.kind in ("ivf", "ivfpq"):
+        if "Gpu" in type(index).__name__:
+            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", spec.nprobe)
+        else:
+            faiss.extract_index_ivf(index).nprobe = spec.nprobe
+    elif spec.kind == "hnsw":
+        index.hnsw.efSearch = spec.ef_search
+
+
+def search(index: Any, queries: "np.ndarray", k: int, metric: str) -> tuple["np.ndarray", "np.ndarray"]:
+    """``(scores, ids)``, each ``(Q, k')`` with ``k' = min(k, rows)``; padded ``-1`` ids mean "none".
+
+    Scores are cosine similarities (higher is nearer) or squared L2 distances (lower is nearer).
+    """
+    k = max(1, min(k, index.ntotal))
+    return index.search(_prepare(queries, metric), k)
+
+
+# -- files ----------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, fsync it, rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def save(index: Any, path: Path, spec: IndexSpec, identity: dict[str, Any]) -> dict[str, Any]:
+    """Write the index, then its sidecar (the sidecar last: it vouches for the file)."""
+    import faiss
+
+    _atomic_write(path, lambda temporary: faiss.write_index(to_cpu(index), temporary))
+    sidecar = {**identity, "rows": int(index.ntotal), "spec": asdict(spec), "sha256": _sha256(path)}
+    _atomic_write(sidecar_path(path), lambda temporary: Path(temporary).write_text(json.dumps(sidecar, indent=2)))
+    return sidecar
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".json")
+
+
+def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:
+    """The index at ``path`` if its sidecar matches ``identity`` and its bytes; else None."""
+    import faiss
+
+    side = sidecar_path(path)
+    if not path.is_file() or not side.is_file():
+        return None
+    try:
+        sidecar = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if any(sidecar.get(key) != value for key, value in identity.items()) or sidecar.get("sha256") != _sha256(path):
+        return None
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:
+        return None
+    if index.ntotal != sidecar.get("rows"):
+        return None
+    spec = IndexSpec(**sidecar["spec"])
+    index = to_device(index)
+    apply_search_params(index, spec)
+    return index, spec
