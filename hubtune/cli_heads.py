@@ -1,0 +1,54 @@
+"""CLI command ``train``: fit a head on a dataset's cached vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
+
+
+@click.command()
+@cache_option
+@click.option("--model", "ref", required=True, help="The model reference extract was given.")
+@click.option("--dataset", "dataset_name", required=True)
+@click.option("--head", "kind", type=click.Choice(["linear", "mlp", "knn"]), required=True,
+              help="linear: logistic regression, C chosen on validation; mlp: one hidden layer; knn: DINO's weighted vote.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the head.")
+@click.option("--normalise", type=click.Choice(["none", "l2", "standardise"]), default=None,
+              help="Feature normalisation (default: standardise for linear/mlp, l2 for knn).")
+@click.option("--balanced", is_flag=True, help="Weight classes inversely to their frequency.")
+@click.option("--C", "c_value", type=float, default=None, help="linear: fix C instead of searching 10^-6..10^5.")
+@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True, help="knn: neighbours.")
+@click.option("--temperature", type=click.FloatRange(min=1e-6), default=0.07, show_default=True, help="knn: vote temperature.")
+@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True, help="mlp: hidden width.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="mlp: most epochs.")
+@model_options
+@json_option
+def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: Path, normalise: str | None,
+          balanced: bool, c_value: float | None, k: int, temperature: float, hidden: int, epochs: int, options: Any,
+          as_json: bool) -> None:
+    """Fit a head on cached vectors (never re-running the backbone) and save it to OUT."""
+    from dataclasses import asdict
+
+    from hubtune.heads.mlp import MLPConfig
+    from hubtune.heads.training import train_head
+    from hubtune.store import EmbeddingStore
+    from hubtune.vectors import find_fingerprint, load_dataset_vectors
+
+    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
+        fingerprint = find_fingerprint(store, ref, dataset_name, options)
+        data = load_dataset_vectors(store, fingerprint, dataset_name)
+    model = {"ref": ref, "fingerprint": fingerprint, "options": asdict(options)}
+    head = train_head(data, kind, model, normalisation=normalise, balanced=balanced, C=c_value, k=k,
+                      temperature=temperature, mlp_config=MLPConfig(hidden=hidden, epochs=epochs))
+    head.save(out)
+    val = head.metrics["val"]
+    result = {"head": kind, "classes": head.classes, "val_accuracy": val["accuracy"],
+              "balanced_accuracy": val["balanced_accuracy"], "top5": val["top5"],
+              "majority_baseline": val["majority_baseline"], "path": str(out), **(
+                  {"C": head.hyperparameters["C"]} if kind == "linear" else {})}
+    emit(result, as_json, lambda d: print_table([d], ["head", "val_accuracy", "balanced_accuracy",
+                                                      "majority_baseline", "path"]))

@@ -1,0 +1,1 @@
+"""Heads trained on cached vectors: ``linear`` (logistic regression), ``mlp`` and ``knn``."""

@@ -1,0 +1,84 @@
+"""A trained head as a folder: ``head.safetensors`` (tensors, no pickle) + ``head.json``.
+
+``head.json`` holds the model reference and options, the fingerprint of the vectors it was trained
+on, the classes, the normalisation, the hyperparameters and the validation metrics. Using a head on
+vectors of another fingerprint is refused with a message naming both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubtune.heads import knn, linear, mlp
+from hubtune.heads.features import HeadError, Normaliser
+
+HEAD_KINDS = ("linear", "mlp", "knn")
+FORMAT = 1
+
+
+@dataclass
+class TrainedHead:
+    kind: str
+    classes: list[str]
+    normaliser: Normaliser
+    tensors: dict[str, np.ndarray]
+    hyperparameters: dict[str, Any]
+    model: dict[str, Any]  # ref, options and fingerprint of the vectors
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def probabilities(self, vectors: np.ndarray, fingerprint: str | None = None) -> np.ndarray:
+        """``(N, classes)`` class probabilities for backbone vectors of ``fingerprint``."""
+        if fingerprint is not None and fingerprint != self.model["fingerprint"]:
+            raise HeadError(
+                f"this head was trained on vectors {self.model['fingerprint']} ({self.model['ref']}), but the "
+                f"vectors given are {fingerprint}: embed with the same model and options"
+            )
+        x = self.normaliser(np.asarray(vectors, dtype=np.float64))
+        if self.kind == "linear":
+            return linear.LinearModel(self.tensors["weight"], self.tensors["bias"], self.hyperparameters["C"]).probabilities(x)
+        if self.kind == "knn":
+            model = knn.KNNModel(self.tensors["train"], self.tensors["labels"], len(self.classes),
+                                 self.hyperparameters["k"], self.hyperparameters["temperature"])
+            return model.probabilities(x)
+        state = {k[len("mlp."):]: v for k, v in self.tensors.items() if k.startswith("mlp.")}
+        return mlp.probabilities(state, x, mlp.MLPConfig(**self.hyperparameters["mlp"]))
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {**self.tensors, **self.normaliser.tensors()}
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / "head.safetensors"))
+        manifest = {"format": FORMAT, "kind": self.kind, "classes": self.classes, "normalisation": self.normaliser.kind,
+                    "hyperparameters": self.hyperparameters, "model": self.model, "metrics": self.metrics}
+        (folder / "head.json").write_text(json.dumps(manifest, indent=2, default=_plain))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainedHead":
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        if not (folder / "head.json").is_file() or not (folder / "head.safetensors").is_file():
+            raise HeadError(f"{folder} is not a saved head (expected head.json and head.safetensors)")
+        manifest = json.loads((folder / "head.json").read_text())
+        if manifest.get("format") != FORMAT or manifest.get("kind") not in HEAD_KINDS:
+            raise HeadError(f"{folder}: unsupported head format {manifest.get('format')} / kind {manifest.get('kind')}")
+        tensors = load_file(str(folder / "head.safetensors"))
+        normaliser = Normaliser(manifest["normalisation"], tensors.pop("norm.mean", None), tensors.pop("norm.std", None))
+        return cls(manifest["kind"], manifest["classes"], normaliser, tensors, manifest["hyperparameters"],
+                   manifest["model"], manifest["metrics"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
