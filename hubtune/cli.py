@@ -167,11 +167,11 @@ def demo(online: bool, as_json: bool) -> None:
     emit(result, as_json, table)
 
 
-from hubtune.cli_heads import train  # noqa: E402  (commands defined beside)
+from hubtune.cli_heads import evaluate, predict, train  # noqa: E402  (commands defined beside)
 from hubtune.cli_search import index_group, search  # noqa: E402
 from hubtune.cli_store import cache, export, extract  # noqa: E402
 
-for command in (extract, export, cache, index_group, search, train):
+for command in (extract, export, cache, index_group, search, train, evaluate, predict):
     cli.add_command(command)
 
 

@@ -52,3 +52,31 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
                   {"C": head.hyperparameters["C"]} if kind == "linear" else {})}
     emit(result, as_json, lambda d: print_table([d], ["head", "val_accuracy", "balanced_accuracy",
                                                       "majority_baseline", "path"]))
+
+
+@click.command("eval")
+@click.argument("head_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@cache_option
+@json_option
+def evaluate(head_dir: Path, data: Path, cache_dir: Path | None, as_json: bool) -> None:
+    """Score the head in HEAD_DIR on labelled DATA (embedded through the cache with the head's backbone)."""
+    from hubtune.heads.trained import TrainedHead
+    from hubtune.heads.use import evaluate as run
+
+    report = run(TrainedHead.load(head_dir), data, resolve_cache(cache_dir))
+    emit(report, as_json, lambda d: print_table([d], ["n", "accuracy", "balanced_accuracy", "top5", "skipped"]))
+
+
+@click.command()
+@click.argument("head_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@cache_option
+@json_option
+def predict(head_dir: Path, inputs: tuple[str, ...], cache_dir: Path | None, as_json: bool) -> None:
+    """Classify INPUTS (texts, or image paths for an image head) with the head in HEAD_DIR."""
+    from hubtune.heads.trained import TrainedHead
+    from hubtune.heads.use import predict as run
+
+    rows = run(TrainedHead.load(head_dir), list(inputs), resolve_cache(cache_dir))
+    emit(rows, as_json, lambda d: print_table(d, ["input", "label", "score"]))
