@@ -1,4 +1,4 @@
-"""`hubtune demo` runs offline on the embedded default and finds the paraphrase pairs."""
+"""`hubtune demo` runs offline on the embedded default, beats the majority baseline, repeats exactly."""
 
 from __future__ import annotations
 
@@ -6,12 +6,35 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 
-def test_demo_runs_offline_and_finds_paraphrases() -> None:
-    result = subprocess.run([sys.executable, "-m", "hubtune", "demo", "--json"], capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
-    data = json.loads(result.stdout)
-    assert data["dim"] == 384 and data["model"].startswith("hf:sentence-transformers/all-MiniLM-L6-v2@")
-    found, total = map(int, data["paraphrase_pairs_found"].split("/"))
-    assert found >= total - 2, data["neighbours"]
+def run_demo(tmp_path: Path) -> tuple[dict, float]:
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtune", "demo", "--cache", str(tmp_path / "cache"), "--report",
+         str(tmp_path / "report"), "--json"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True,
+    )
+    return json.loads(result.stdout), time.perf_counter() - start
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    first, seconds = run_demo(tmp_path)
+    print(f"demo: {seconds:.1f}s; linear {first['linear']['accuracy']:.3f}, knn {first['knn']['accuracy']:.3f}, "
+          f"majority {first['majority_baseline']:.3f}")
+    assert first["model"].startswith("hf:sentence-transformers/all-MiniLM-L6-v2@")
+    assert first["dataset"]["items"] > 3000 and first["dataset"]["classes"] == ["negative", "positive"]
+    assert first["linear"]["accuracy"] >= first["majority_baseline"] + 0.15  # a clear margin
+    assert first["knn"]["accuracy"] >= first["majority_baseline"] + 0.1
+    assert "excellent" in first["neighbours"]["good"] or "great" in first["neighbours"]["good"]
+    report = Path(first["report"])
+    for name in ("confusion_linear.png", "embedding_map.png", "metrics.json"):
+        assert (report / name).stat().st_size > 0
+    assert (report / "confusion_linear.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert seconds < 120
+    second, _ = run_demo(tmp_path)  # reproducible: same numbers, and nothing recomputed
+    assert second["extract"]["computed"] == 0
+    for key in ("majority_baseline", "linear", "knn", "neighbours"):
+        assert second[key] == first[key]
