@@ -29,19 +29,22 @@ class Normaliser:
 
     @classmethod
     def fit(cls, kind: str, x: "np.ndarray") -> "Normaliser":
+        import numpy as np
+
         if kind not in NORMALISATIONS:
             raise HeadError(f"unknown normalisation {kind!r}; expected one of {', '.join(NORMALISATIONS)}")
         if kind == "standardise":
-            return cls(kind, x.mean(0), x.std(0) + 1e-6)
+            return cls(kind, x.mean(0, dtype=np.float64), x.std(0, dtype=np.float64) + 1e-6)
         return cls(kind)
 
     def __call__(self, x: "np.ndarray") -> "np.ndarray":
+        """Normalised features, in the dtype of ``x``."""
         import numpy as np
 
         if self.kind == "l2":
-            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
         if self.kind == "standardise":
-            return (x - self.mean) / self.std
+            return ((x - self.mean) / self.std).astype(x.dtype)
         return x
 
     def tensors(self) -> dict[str, "np.ndarray"]:

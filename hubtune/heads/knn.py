@@ -10,7 +10,8 @@ leaves each item out of its own vote.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,15 +31,18 @@ class KNNModel:
     k_classes: int
     k: int = DEFAULT_K
     temperature: float = DEFAULT_T
+    _index: Any = field(default=None, repr=False, compare=False)
 
     def neighbours(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosine neighbours from a FAISS flat index, built once per model."""
         import faiss
 
         from hubtune.index import to_device
 
-        index = to_device(faiss.IndexFlatIP(self.train.shape[1]))
-        index.add(self.train)
-        return index.search(_normalise(queries), min(k, len(self.train)))
+        if self._index is None:
+            self._index = to_device(faiss.IndexFlatIP(self.train.shape[1]))
+            self._index.add(self.train)
+        return self._index.search(_normalise(queries), min(k, len(self.train)))
 
     def probabilities(self, queries: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
         """``(Q, classes)`` vote shares; ``leave_one_out`` when ``queries`` are the training rows."""

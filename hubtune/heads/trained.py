@@ -38,7 +38,7 @@ class TrainedHead:
                 f"this head was trained on vectors {self.model['fingerprint']} ({self.model['ref']}), but the "
                 f"vectors given are {fingerprint}: embed with the same model and options"
             )
-        x = self.normaliser(np.asarray(vectors, dtype=np.float64))
+        x = self.normaliser(np.asarray(vectors, dtype=np.float32))  # as the vectors were stored and trained on
         if self.kind == "linear":
             return linear.LinearModel(self.tensors["weight"], self.tensors["bias"], self.hyperparameters["C"]).probabilities(x)
         if self.kind == "knn":

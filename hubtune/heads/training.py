@@ -56,7 +56,7 @@ def train_head(
     train, val = split_indices(subset, y)
     if not len(val):
         raise HeadError("no validation items: add a `val` split or more items per class")
-    x = subset.vectors.astype(np.float64)
+    x = subset.vectors  # float32, as stored; heads compute their own statistics in float64
     normalisation = normalisation or {"linear": "standardise", "mlp": "standardise", "knn": "l2"}[kind]
     norm = Normaliser.fit(normalisation, x[train])
     xt, xv = norm(x[train]), norm(x[val])
