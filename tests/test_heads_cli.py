@@ -1,0 +1,78 @@
+"""`hubtune train`, `eval` and `predict` on cached vectors, and index rebuilds after damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_cli import hubtune
+
+MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
+POSITIVE = ["wonderful", "delightful", "excellent", "superb", "lovely", "brilliant", "joyful", "fantastic",
+            "pleasant", "great", "happy", "beautiful"]
+NEGATIVE = ["awful", "terrible", "horrible", "dreadful", "miserable", "disgusting", "nasty", "tragic",
+            "painful", "bad", "sad", "ugly"]
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("words")
+    table = folder / "words.jsonl"
+    rows = [{"text": w, "label": label} for ws, label in ((POSITIVE, "pos"), (NEGATIVE, "neg")) for w in ws]
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = folder / "cache"
+    hubtune("extract", MODEL, str(table), "--cache", str(cache), "--no-progress")
+    return table, cache
+
+
+@pytest.mark.parametrize("kind", ["linear", "knn", "mlp"])
+def test_train_eval_predict(words, kind: str, tmp_path: Path) -> None:
+    table, cache = words
+    out = tmp_path / "head"
+    trained = json.loads(hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words", "--head", kind,
+                                 "--out", str(out), "--k", "3", "--epochs", "30", "--json").stdout)
+    assert set(trained) >= {"head", "classes", "val_accuracy"} and trained["classes"] == ["neg", "pos"]
+    assert (out / "head.safetensors").is_file() and (out / "head.json").is_file()
+
+    evaluated = json.loads(hubtune("eval", str(out), str(table), "--cache", str(cache), "--json").stdout)
+    assert set(evaluated) >= {"n", "accuracy", "balanced_accuracy", "top5"} and evaluated["n"] == 24
+    assert evaluated["accuracy"] >= 0.75
+
+    predicted = json.loads(hubtune("predict", str(out), "marvellous", "horrid", "--cache", str(cache), "--json").stdout)
+    assert [row["input"] for row in predicted] == ["marvellous", "horrid"]
+    assert all(set(row) >= {"input", "label", "score"} for row in predicted)
+    if kind != "mlp":  # a tiny MLP on 20 words is not expected to generalise
+        assert [row["label"] for row in predicted] == ["pos", "neg"]
+
+    import hubtune as api
+    from hubtune.heads.trained import TrainedHead
+
+    head = TrainedHead.load(out)
+    direct = head.probabilities(api.load_backbone(MODEL, precision="fp32").embed(["marvellous", "horrid"])
+                                .astype(np.float16).astype(np.float32))  # vectors go through the float16 store
+    np.testing.assert_allclose([row["score"] for row in predicted], direct.max(1), atol=1e-5)
+
+
+def test_head_refuses_another_models_vectors(words, tmp_path: Path) -> None:
+    _, cache = words
+    out = tmp_path / "head"
+    hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words", "--head", "linear", "--out", str(out))
+    manifest = json.loads((out / "head.json").read_text())
+    manifest["model"]["fingerprint"] = "0" * 32  # as if trained on another model's vectors
+    (out / "head.json").write_text(json.dumps(manifest))
+    result = hubtune("predict", str(out), "fine", "--cache", str(cache), check=False)
+    assert result.returncode != 0 and "0" * 32 in result.stderr and "Traceback" not in result.stderr
+
+
+def test_damaged_index_is_rebuilt(words) -> None:
+    _, cache = words
+    common = ["--cache", str(cache), "--model", MODEL, "--dataset", "words", "--json"]
+    first = json.loads(hubtune("index", "build", *common).stdout)
+    path = Path(first["path"])
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    again = json.loads(hubtune("index", "build", *common).stdout)
+    assert again["built"] is True and again["rows"] == 24
+    assert json.loads(hubtune("index", "build", *common).stdout)["built"] is False
