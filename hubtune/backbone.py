@@ -150,6 +150,8 @@ class Preprocessor(ABC):
                 results.append(self(item))
             except InputError as exc:
                 results.append(exc)
+            except Exception as exc:  # one odd input must not stop a run: it is recorded instead
+                results.append(InputError(f"preprocessing failed: {type(exc).__name__}: {exc}"))
         return results
 
     def length(self, sample: dict[str, "torch.Tensor"]) -> int | None:

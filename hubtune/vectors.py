@@ -8,7 +8,6 @@ the dataset the error lists them with what tells them apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
