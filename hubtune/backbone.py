@@ -222,20 +222,29 @@ class Backbone(ABC):
         return Image.new("RGB", (64, 64), (127, 127, 127))
 
     # -- provided by the core ---------------------------------------------------------------------
-    def embed_batch(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
-        """Collated batch -> float32 ``(B, dim)`` on the CPU, under inference mode and autocast."""
+    def to_device(self, batch: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+        """Move a collated batch to the device (channels-last images for conv nets)."""
         import torch
-
-        from hubtune.runtime import torch_dtype
 
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         if self.channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in batch.items()}
+        return batch
+
+    def forward_on_device(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """``forward`` under inference mode and autocast at this backbone's precision (no transfers)."""
+        import torch
+
+        from hubtune.runtime import torch_dtype
+
         with torch.inference_mode(), torch.autocast(
             device_type=self.device.type, dtype=torch_dtype(self.precision), enabled=self.precision != "fp32"
         ):
-            output = self.forward(batch)
-        return output.float().cpu()
+            return self.forward(batch)
+
+    def embed_batch(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """Collated batch -> float32 ``(B, dim)`` on the CPU, under inference mode and autocast."""
+        return self.forward_on_device(self.to_device(batch)).float().cpu()
 
     def compile(self) -> None:
         """``torch.compile`` the network (slow first batch, faster after; worth it on long runs)."""

@@ -37,15 +37,21 @@ def json_option(func: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
-def model_options(func: Callable) -> Callable:
-    """The options that, with the model reference, decide a backbone (and so its fingerprint)."""
+def model_options(func: Callable | None = None, *, precision: bool = True) -> Callable:
+    """The options that, with the model reference, decide a backbone (and so its fingerprint).
+
+    ``precision=False`` leaves ``--precision`` to the command (``bench`` takes a list).
+    """
+    if func is None:
+        return functools.partial(model_options, precision=precision)
     options = [
         click.option("--layer", default=None, help="Layer to embed from (default: the model's embedding layer; "
                      "`hubtune info REF` lists them)."),
         click.option("--pool", type=click.Choice(POOLS), default=None,
                      help="How a layer's output becomes one vector (default: the model's own)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-                     help="Compute precision; auto = bf16 where the device runs it fast, else fp32."),
+        *([click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                        help="Compute precision; auto = bf16 where the device runs it fast, else fp32.")]
+          if precision else []),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--weights", default="default", show_default=True,
                      help="default (pretrained), random[:SEED] (seeded init, no download) or PATH to a "
@@ -63,7 +69,7 @@ def model_options(func: Callable) -> Callable:
         from hubtune.backbone import LoadOptions
 
         kwargs["options"] = LoadOptions(
-            layer=kwargs.pop("layer"), pool=kwargs.pop("pool"), precision=kwargs.pop("precision"),
+            layer=kwargs.pop("layer"), pool=kwargs.pop("pool"), precision=kwargs.pop("precision") if precision else "auto",
             device=kwargs.pop("device"), weights=kwargs.pop("weights"), offline=kwargs.pop("offline"),
             trust_remote_code=kwargs.pop("trust_remote_code"),
         )
