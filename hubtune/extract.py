@@ -226,6 +226,13 @@ def _windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size
             yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if offset == 0 else []
 
 
+def _pending(store: EmbeddingStore, fingerprint: str, items: list[Item]) -> list[Item]:
+    """Items with neither a vector nor an error record under ``fingerprint``."""
+    present = store.has(fingerprint, (item.key for item in items))
+    failed = store.errors(fingerprint)
+    return [item for item, has in zip(items, present) if not has and item.key not in failed]
+
+
 def _manifest(items: Sequence[Item]) -> dict[str, list]:
     return {
         "keys": [item.key.hex() for item in items],
@@ -277,9 +284,7 @@ def extract(
         unique.setdefault(item.key, item)
     todo = list(unique.values())
     if fingerprint is not None:
-        done = store.has(fingerprint, unique) if unique else []
-        failed_before = set(store.errors(fingerprint))
-        todo = [item for item, has in zip(unique.values(), done) if not has and item.key not in failed_before]
+        todo = _pending(store, fingerprint, todo)
     computed, compute_seconds = 0, 0.0
     if todo:
         if backbone is None:
@@ -288,12 +293,11 @@ def extract(
             backbone = load_backbone(ref, options)
         if compile:
             backbone.compile()
-        fingerprint = backbone.fingerprint(stored_dtype)
+        remembered, fingerprint = fingerprint, backbone.fingerprint(stored_dtype)
         store.register(fingerprint, backbone.fingerprint_fields(stored_dtype), backbone.dim, stored_dtype)
         store.remember_request(request, fingerprint)
-        present = store.has(fingerprint, (item.key for item in todo))
-        failed_before = set(store.errors(fingerprint))
-        todo = [item for item, has in zip(todo, present) if not has and item.key not in failed_before]
+        if fingerprint != remembered:  # the memo missed (or was stale): filter against the real one
+            todo = _pending(store, fingerprint, todo)
         if todo:
             compute_started = time.perf_counter()
             computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress)

@@ -85,26 +85,31 @@ def _module_layers(model: Any) -> list[str]:
     return [name for name, _ in model.named_modules() if name and name.count(".") <= 1]
 
 
-def _layer_output_ndim(model: Any, layer: str, crop_size: list[int]) -> int:
-    """Rank of the chosen module's output (3: tokens, 4: feature map), from one probe pass."""
-    import torch
-
-    seen: list[int] = []
+def output_at(model: Any, layer: str, x: Any) -> Any:
+    """The output of module ``layer`` for input ``x``; the forward pass stops right there."""
+    captured: list[Any] = []
 
     def hook(module: Any, inputs: Any, output: Any) -> None:
-        seen.append(output.ndim)
+        captured.append(output)
         raise _LayerReached
 
     handle = model.get_submodule(layer).register_forward_hook(hook)
     try:
-        with torch.inference_mode():
-            height, width = (list(crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
-            model(torch.zeros(1, 3, height, width))
+        model(x)
     except _LayerReached:
         pass
     finally:
         handle.remove()
-    return seen[0]
+    return captured[0]
+
+
+def _layer_output_ndim(model: Any, layer: str, crop_size: list[int]) -> int:
+    """Rank of the chosen module's output (3: tokens, 4: feature map), from one probe pass."""
+    import torch
+
+    height, width = (list(crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
+    with torch.inference_mode():
+        return output_at(model, layer, torch.zeros(1, 3, height, width)).ndim
 
 
 def _preprocess_config(transforms: Any) -> dict:
@@ -116,26 +121,11 @@ def _preprocess_config(transforms: Any) -> dict:
 class TorchvisionBackbone(Backbone):
     modality = "image"
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._captured: list[Any] = []
-        if self.layer != PENULTIMATE:
-            self.model.get_submodule(self.layer).register_forward_hook(self._capture)
-
-    def _capture(self, module: Any, inputs: Any, output: Any) -> None:
-        self._captured.append(output)
-        raise _LayerReached
-
     def forward(self, batch: dict) -> Any:
         x = batch["pixel_values"]  # (B, 3, H, W)
         if self.layer == PENULTIMATE:
             return self.model(x)  # the final Linear is Identity: (B, D)
-        self._captured.clear()
-        try:
-            self.model(x)
-        except _LayerReached:
-            pass
-        return pool_any(self._captured.pop(), self.pool)
+        return pool_any(output_at(self.model, self.layer, x), self.pool)
 
 
 class TorchvisionSource(Source):
