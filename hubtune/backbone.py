@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from hubtune.errors import BackboneOptionError, InputError
-from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint
+from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint, hash_file
 from hubtune.imageio import to_rgb_image
 
 if TYPE_CHECKING:
@@ -65,11 +65,7 @@ class Weights:
         if self.kind == "random":
             return f"random:{self.seed}"
         if self.kind == "file":
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            return f"file-sha256:{digest.hexdigest()}"
+            return f"file-sha256:{hash_file(self.path, hashlib.sha256()).hexdigest()}"
         return "default"
 
     def load_state_dict(self) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hubtune.errors import HubtuneError
+from hubtune.fingerprint import hash_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 TEXT_SUFFIXES = {".txt"}
@@ -67,11 +68,7 @@ def _text_key(text: str) -> bytes:
 
 
 def _file_key(path: Path) -> bytes:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
+    return hash_file(path, hashlib.blake2b(digest_size=16)).digest()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any, Mapping
 
 #: Bumped whenever the stored layout of a vector changes, so old caches are never misread.
@@ -25,6 +26,14 @@ FIELDS = (
     "stored_dtype",  # float16 or float32
     "format",  # STORE_FORMAT_VERSION
 )
+
+
+def hash_file(path: "str | os.PathLike[str]", digest: "hashlib._Hash") -> "hashlib._Hash":
+    """Feed a file into ``digest`` in 1 MiB chunks (constant memory) and return the digest."""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest
 
 
 def canonical_json(value: Any) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hubtune.errors import ModelNotFoundError, OfflineError, UnsafeModelError
+from hubtune.fingerprint import hash_file
 
 SAFE_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 CODE_PATTERNS = ("*.py",)
@@ -107,9 +108,7 @@ def content_commit(folder: Path) -> str:
     digest = hashlib.sha1()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 

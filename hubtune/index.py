@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubtune.errors import HubtuneError
+from hubtune.fingerprint import hash_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,11 +176,7 @@ def search(index: Any, queries: "np.ndarray", k: int, metric: str) -> tuple["np.
 
 # -- files ----------------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path, hashlib.sha256()).hexdigest()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
