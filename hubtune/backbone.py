@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from hubtune.finetune.blocks import BlockSplit
     from hubtune.refs import ModelRef
 
 STORED_DTYPES = ("float16", "float32")
@@ -211,6 +212,16 @@ class Backbone(ABC):
     def forward(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """Run the network on a collated batch already on ``self.device``; return ``(B, dim)``."""
 
+    def blocks(self) -> "BlockSplit":
+        """The network as ``stem -> blocks[0..n-1] -> neck`` (what ``finetune --unfreeze N`` splits).
+
+        Sources that support partial fine-tuning override this; the default says it is not there.
+        """
+        raise BackboneOptionError(
+            f"{self.ref}: the {self.ref.source} source does not split this model into blocks, so it cannot be "
+            "partially fine-tuned; train a head on its frozen vectors instead (`hubtune train`)"
+        )
+
     def probe_item(self) -> Any:
         """A tiny valid input, used to measure ``dim``."""
         from PIL import Image
@@ -231,12 +242,17 @@ class Backbone(ABC):
         """``forward`` under inference mode and autocast at this backbone's precision (no transfers)."""
         import torch
 
+        with torch.inference_mode(), self.autocast():
+            return self.forward(batch)
+
+    def autocast(self) -> Any:
+        """The autocast context at this backbone's precision (extraction and fine-tuning share it)."""
+        import torch
+
         from hubtune.runtime import torch_dtype
 
-        with torch.inference_mode(), torch.autocast(
-            device_type=self.device.type, dtype=torch_dtype(self.precision), enabled=self.precision != "fp32"
-        ):
-            return self.forward(batch)
+        return torch.autocast(device_type=self.device.type, dtype=torch_dtype(self.precision),
+                              enabled=self.precision != "fp32")
 
     def embed_batch(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """Collated batch -> float32 ``(B, dim)`` on the CPU, under inference mode and autocast."""
@@ -284,6 +300,13 @@ class Backbone(ABC):
     def fingerprint(self, stored_dtype: str = "float16") -> str:
         return compute_fingerprint(self.fingerprint_fields(stored_dtype))
 
+    def block_names(self) -> list[str]:
+        """The names of the blocks ``--unfreeze`` counts from the top ([] when the source has none)."""
+        try:
+            return [name for name, _ in self.blocks().blocks]
+        except BackboneOptionError:
+            return []
+
     def describe(self) -> dict[str, Any]:
         """What ``hubtune info`` prints."""
         return {
@@ -296,6 +319,7 @@ class Backbone(ABC):
             "layer": self.layer,
             "pool": self.pool,
             "layers": self.layers,
+            "blocks": self.block_names(),
             "precision": self.precision,
             "device": str(self.device),
             "preprocess": self.preprocess_config,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from hubtune.backbone import LoadOptions, load_weights_into
 from hubtune.hfhub import require_safetensors
@@ -42,3 +42,31 @@ def hidden_state_layers(count: int) -> list[str]:
 
 def hidden_state_index(layer: str) -> int | None:
     return None if layer == "last" else int(layer.rsplit(".", 1)[1])
+
+
+def encoder_blocks(model: "torch.nn.Module") -> list[tuple[str, "torch.nn.Module"]] | None:
+    """The transformer layers of an encoder (``encoder.layer`` in BERT, ``layers`` in ViT), named."""
+    for path in ("encoder.layer", "encoder.layers", "layers"):
+        try:
+            layers = model.get_submodule(path)
+        except AttributeError:
+            continue
+        return [(f"{path}.{i}", layer) for i, layer in enumerate(layers)]
+    return None
+
+
+def encoder_run(model: "torch.nn.Module") -> Callable[..., Any]:
+    """Run transformer layers on ``(B, L, D)`` with the ``(B, L)`` token mask turned into the
+    attention mask the model's own forward builds (``create_bidirectional_mask``)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    def run(modules: Any, hidden: "torch.Tensor", mask: "torch.Tensor | None") -> "torch.Tensor":
+        if not modules:
+            return hidden
+        attention = None if mask is None else create_bidirectional_mask(
+            config=model.config, inputs_embeds=hidden, attention_mask=mask)
+        for module in modules:
+            hidden = module(hidden, attention)
+        return hidden
+
+    return run

@@ -17,7 +17,7 @@ from hubtune.backbone import Backbone, LoadOptions, Preprocessor, select_layer
 from hubtune.errors import BackboneOptionError, InputError
 from hubtune.pooling import canonical_pool, pool_tokens
 from hubtune.refs import ModelRef
-from hubtune_hf.common import hidden_state_index, hidden_state_layers, load_model
+from hubtune_hf.common import encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
 
 ST_POOL_MODES = {
     "pooling_mode_cls_token": "cls",
@@ -145,6 +145,27 @@ class HFTextBackbone(Backbone):
         hidden = outputs.last_hidden_state if self.hidden_index is None else outputs.hidden_states[self.hidden_index]
         vectors = pool_tokens(hidden, batch["attention_mask"], self.pool)  # (B, D)
         return F.normalize(vectors.float(), dim=-1) if self.normalize else vectors
+
+    def blocks(self) -> Any:
+        """Encoder models: ``embeddings`` -> the transformer layers -> pooling (+ normalisation)."""
+        from hubtune.finetune.blocks import BlockSplit
+
+        model = self.model
+        named = encoder_blocks(model)
+        if named is None or getattr(model.config, "is_decoder", False) or not hasattr(model, "embeddings"):
+            return super().blocks()
+
+        def stem(batch: dict) -> Any:
+            hidden = model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+            return hidden, batch["attention_mask"]  # (B, L, D), (B, L)
+
+        def neck(hidden: Any, mask: Any) -> Any:
+            import torch.nn.functional as F
+
+            vectors = pool_tokens(hidden, mask, self.pool)  # (B, D)
+            return F.normalize(vectors.float(), dim=-1) if self.normalize else vectors
+
+        return BlockSplit(stem, named, encoder_run(model), neck, [], "last")
 
 
 def build_text_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> HFTextBackbone:

@@ -9,7 +9,7 @@ from typing import Any
 from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, select_layer
 from hubtune.pooling import canonical_pool, pool_any
 from hubtune.refs import ModelRef
-from hubtune_hf.common import hidden_state_index, hidden_state_layers, load_model
+from hubtune_hf.common import encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
 
 
 class ProcessorTransform:
@@ -39,6 +39,24 @@ class HFVisionBackbone(Backbone):
         else:
             hidden = self._select(batch["pixel_values"], True)[self.hidden_index]
         return pool_any(hidden, self.pool)
+
+    def blocks(self) -> Any:
+        """ViT-like models: ``embeddings`` -> the transformer layers -> final layer norm -> pooling."""
+        from hubtune.finetune.blocks import BlockSplit
+
+        model = self.model
+        named = encoder_blocks(model)
+        norm = getattr(model, "layernorm", None)
+        if named is None or norm is None or not hasattr(model, "embeddings"):
+            return super().blocks()
+
+        def stem(batch: dict) -> Any:
+            return model.embeddings(batch["pixel_values"]), None  # (B, L, D)
+
+        def neck(hidden: Any, mask: Any) -> Any:
+            return pool_any(norm(hidden), self.pool)
+
+        return BlockSplit(stem, named, encoder_run(model), neck, [norm], "last")
 
 
 def _jsonable(config: dict) -> dict:

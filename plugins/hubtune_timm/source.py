@@ -62,6 +62,30 @@ class TimmBackbone(Backbone):
         )
         return pool_any(features, self.pool)  # (B, C, H', W') -> (B, C)
 
+    def blocks(self) -> Any:
+        """ResNet-like (``conv1 .. maxpool`` + ``layer1..4``) or ViT-like (``patch_embed`` + ``blocks``)."""
+        from hubtune.finetune.blocks import BlockSplit, flatten_stages, sequential_run
+
+        model = self.model
+        neck = lambda hidden, mask: model.forward_head(hidden, pre_logits=True)  # noqa: E731
+        if hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "_pos_embed"):
+            def stem(batch: dict) -> Any:
+                x = model._pos_embed(model.patch_embed(batch["pixel_values"]))  # (B, L, D)
+                return model.norm_pre(model.patch_drop(x)), None
+
+            def vit_neck(hidden: Any, mask: Any) -> Any:
+                return model.forward_head(model.norm(hidden), pre_logits=True)
+
+            named = [(f"blocks.{i}", block) for i, block in enumerate(model.blocks)]
+            return BlockSplit(stem, named, sequential_run, vit_neck, [model.norm, model.fc_norm], "pre_logits")
+        stages = [(f"layer{i}", getattr(model, f"layer{i}", None)) for i in range(1, 5)]
+        if all(stage is not None for _, stage in stages) and hasattr(model, "conv1"):
+            def resnet_stem(batch: dict) -> Any:
+                return model.maxpool(model.act1(model.bn1(model.conv1(batch["pixel_values"])))), None
+
+            return BlockSplit(resnet_stem, flatten_stages(stages), sequential_run, neck, [], "pre_logits")
+        return super().blocks()
+
 
 class TimmSource(Source):
     name = "timm"

@@ -127,6 +127,23 @@ class TorchvisionBackbone(Backbone):
             return self.model(x)  # the final Linear is Identity: (B, D)
         return pool_any(output_at(self.model, self.layer, x), self.pool)
 
+    def blocks(self) -> Any:
+        """ResNet family: ``conv1 .. maxpool`` -> the residual blocks of ``layer1..4`` -> avgpool."""
+        from hubtune.finetune.blocks import BlockSplit, flatten_stages, sequential_run
+
+        model = self.model
+        stages = [(f"layer{i}", getattr(model, f"layer{i}", None)) for i in range(1, 5)]
+        if not all(stage is not None for _, stage in stages) or not hasattr(model, "avgpool"):
+            return super().blocks()
+
+        def stem(batch: dict) -> Any:
+            return model.maxpool(model.relu(model.bn1(model.conv1(batch["pixel_values"])))), None
+
+        def neck(hidden: Any, mask: Any) -> Any:
+            return model.fc(model.avgpool(hidden).flatten(1))  # fc is Identity at the penultimate layer
+
+        return BlockSplit(stem, flatten_stages(stages), sequential_run, neck, [], PENULTIMATE)
+
 
 class TorchvisionSource(Source):
     name = "torchvision"
