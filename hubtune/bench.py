@@ -1,7 +1,7 @@
 """Model-only throughput: items per second by batch size, precision, memory format and compile.
 
 Inputs are synthetic but shaped by the model's own preprocessing (random images through its
-transform; fixed-length synthetic sentences through its tokenizer). Each grid point is warmed up,
+transform; fixed-length synthetic sentences through its tokenizer), or a real dataset's first items. Each grid point is warmed up,
 then timed over ``iters`` steps, ``repeats`` times, with device synchronisation (CUDA events on a
 GPU); the median step time is reported with its min and max. On CUDA an out-of-memory batch is
 reported in the row's ``error`` column and the grid goes on. Column names follow timm's benchmark
@@ -52,6 +52,24 @@ def synthetic_items(backbone: Backbone, count: int, seed: int = 0) -> list[Any]:
     return [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(count)]
 
 
+def data_items(data: Any, count: int) -> list[Any]:
+    """The first ``count`` readable raw inputs of a dataset (cycled when it has fewer)."""
+    from hubtune.data import open_dataset
+    from hubtune.errors import HubtuneError
+
+    raws = []
+    for item in open_dataset(data).items():
+        try:
+            raws.append(item.raw())
+        except OSError:
+            continue
+        if len(raws) == count:
+            break
+    if not raws:
+        raise HubtuneError(f"{data} has no readable items to benchmark with")
+    return [raws[i % len(raws)] for i in range(count)]
+
+
 def gmacs_per_item(backbone: Backbone) -> float | None:
     """Multiply-accumulates of one forward pass per item (FLOPs / 2), or None if not countable."""
     import torch
@@ -88,9 +106,11 @@ def _timer(device: Any) -> Callable[[Callable[[], Any]], float]:
     return cpu_time
 
 
-def time_point(backbone: Backbone, batch_size: int, warmup: int, iters: int, repeats: int) -> list[float]:
-    """Median seconds per step of each repeat, for one grid point."""
-    samples = [backbone.preprocessor(item) for item in synthetic_items(backbone, batch_size)]
+def time_point(backbone: Backbone, batch_size: int, warmup: int, iters: int, repeats: int,
+               data: Any = None) -> list[float]:
+    """Median seconds per step of each repeat, for one grid point (synthetic inputs unless ``data``)."""
+    raws = data_items(data, batch_size) if data is not None else synthetic_items(backbone, batch_size)
+    samples = [backbone.preprocessor(item) for item in raws]
     batch = backbone.to_device(backbone.preprocessor.collate(samples))
     measure = _timer(backbone.device)
     for _ in range(warmup):
@@ -104,7 +124,7 @@ def time_point(backbone: Backbone, batch_size: int, warmup: int, iters: int, rep
 def run_grid(
     ref: str, options: LoadOptions, batch_sizes: Sequence[int], precisions: Sequence[str],
     channels_last: Sequence[bool] = (True,), compile: Sequence[bool] = (False,), warmup: int = 3, iters: int = 10,
-    repeats: int = 3, load: Callable[..., Backbone] | None = None,
+    repeats: int = 3, load: Callable[..., Backbone] | None = None, data: Any = None,
 ) -> list[BenchRow]:
     """One row per grid point; a CUDA out-of-memory point is reported and skipped."""
     import torch
@@ -127,7 +147,7 @@ def run_grid(
                     row = BenchRow(str(backbone.ref), batch_size, backbone.precision, backbone.channels_last,
                                    compiled, None, None, None, None, params, gmacs)
                     try:
-                        steps = time_point(backbone, batch_size, warmup, iters, repeats)
+                        steps = time_point(backbone, batch_size, warmup, iters, repeats, data)
                     except torch.cuda.OutOfMemoryError:
                         torch.cuda.empty_cache()
                         row.error = "out of memory"
@@ -150,3 +170,32 @@ def write_csv(rows: Sequence[BenchRow], path: Any) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow(row.as_dict())
+
+
+def plot(rows: Sequence[BenchRow], path: Any) -> None:
+    """Items/s against batch size, one line per precision (and memory format / compile, when varied)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    varied = {name: len({getattr(row, name) for row in rows}) > 1 for name in ("channels_last", "compile")}
+    lines: dict[str, list[BenchRow]] = {}
+    for row in rows:
+        if row.items_per_s is None:
+            continue
+        label = row.precision + "".join(f", {name}={getattr(row, name)}" for name, on in varied.items() if on)
+        lines.setdefault(label, []).append(row)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label, points in lines.items():
+        points.sort(key=lambda row: row.batch_size)
+        axes.plot([r.batch_size for r in points], [r.items_per_s for r in points], marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("items / s")
+    axes.set_title(rows[0].model if rows else "hubtune bench")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

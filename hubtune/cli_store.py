@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
+from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
 
 STORED_DTYPES = ("float16", "float32")
 
@@ -20,15 +19,6 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     if not sep or not start.isdigit() or not stop.isdigit() or int(start) >= int(stop):
         raise click.BadParameter(f"{value!r}; expected START:STOP item positions, e.g. 0:10000")
     return int(start), int(stop)
-
-
-def _workers(value: str, modality: str) -> int:
-    if value != "auto":
-        if not value.isdigit():
-            raise click.BadParameter(f"{value!r}; expected auto or a whole number")
-        return int(value)
-    # text preprocessing (tokenising) is cheap next to the model; image decoding is not
-    return 0 if modality == "text" else max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @click.command()
@@ -67,7 +57,7 @@ def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | No
     with EmbeddingStore(resolve_cache(cache_dir)) as store:
         summary = run_extract(
             ref, dataset, store, dataset_name=dataset_name, options=options, batch_size=batch_size,
-            workers=_workers(workers, dataset.modality), stored_dtype=stored_dtype, shard=_shard(shard),
+            workers=resolve_workers(workers, dataset.modality), stored_dtype=stored_dtype, shard=_shard(shard),
             max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress,
         )
     result = summary.as_dict()

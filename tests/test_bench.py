@@ -33,3 +33,51 @@ def test_cli_json_and_csv_columns(tmp_path: Path) -> None:
         assert tuple(reader.fieldnames) == COLUMNS and len(list(reader)) == 2
     bad = hubtune("bench", "timm:test_resnet", "--weights", "random", "--precision", "fp64", check=False)
     assert bad.returncode == 2 and "fp64" in bad.stderr
+
+
+def test_e2e_stage_shares_cover_the_profiled_pass(tmp_path: Path) -> None:
+    from hubtune.bench_e2e import STAGES
+    from tests.test_extract import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", per_class=8)
+    (data / "cat" / "broken.png").write_bytes(b"not an image")
+    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", "--data", str(data),
+                     "--batch-sizes", "1,4", "--workers", "0", "--json")
+    [report] = json.loads(result.stdout)
+    assert (report["items"], report["failed"], report["batch_size"]) == (17, 1, 4)
+    assert report["items_per_s"] > 0 and report["profiled_items_per_s"] > 0
+    assert tuple(report["shares"]) == STAGES and all(share >= 0 for share in report["shares"].values())
+    assert 0.9 <= sum(report["shares"].values()) <= 1.0001, report["shares"]
+    assert report["shares"]["forward"] > 0 and report["shares"]["decode"] > 0 and report["shares"]["store_write"] > 0
+    assert report["bound"] in STAGES and report["bound_group"] in ("loader", "compute", "writer")
+    usage = hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", check=False)
+    assert usage.returncode == 2 and "--data" in usage.stderr
+
+
+def test_text_e2e_and_the_bound(tiny_bert_repo: str, tmp_path: Path) -> None:
+    from hubtune.api import load_backbone
+    from hubtune.bench_e2e import _bound, run_e2e
+
+    table = tmp_path / "texts.jsonl"
+    table.write_text("".join(json.dumps({"text": f"sentence number {i} " * (i % 7 + 1)}) + "\n" for i in range(40)))
+    backbone = load_backbone(f"hf:{tiny_bert_repo}", LoadOptions(weights="random", device="cpu"))
+    report = run_e2e(backbone, table, batch_size=8, workers=0, limit=30)
+    assert report.items == 30 and report.failed == 0 and report.shares["decode"] == 0
+    assert 0.9 <= sum(report.shares.values()) <= 1.0001
+    # the loader side runs in worker processes: its time is divided among them before comparing
+    seconds = {"read": 1.0, "decode": 2.0, "preprocess": 3.0, "forward": 4.0, "store_write": 0.5}
+    assert _bound(seconds, workers=0) == ("preprocess", "loader")
+    assert _bound(seconds, workers=2) == ("forward", "compute")
+
+
+def test_real_inputs_and_plot(tmp_path: Path) -> None:
+    from tests.test_extract import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", per_class=2)
+    plot = tmp_path / "bench.png"
+    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--data", str(data), "--batch-sizes", "1,2",
+                     "--precision", "fp32,bf16", "--warmup", "0", "--iters", "1", "--repeats", "1", "--plot", str(plot),
+                     "--json")
+    rows = json.loads(result.stdout)
+    assert [(r["precision"], r["batch_size"]) for r in rows] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
