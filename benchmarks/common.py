@@ -50,3 +50,12 @@ def save(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}-{platform.node() or 'machine'}-{date.today().isoformat()}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+def summary_row(measurement: str, peer_s: list[float], ours_s: list[float], target: str) -> dict:
+    """One line of the results table: how many times faster hubtune is (peer time / hubtune time),
+    as the ratio of medians with the per-repeat ratios' spread (repeats alternate, so they pair)."""
+    runs = [peer / ours for peer, ours in zip(peer_s, ours_s)]
+    ratio = statistics.median(peer_s) / statistics.median(ours_s)
+    return {"measurement": measurement, "ratio": round(ratio, 3), "min": round(min(runs), 3),
+            "max": round(max(runs), 3), "n": len(runs), "target": target}
