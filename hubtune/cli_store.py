@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
+from hubtune.cli_scale import engine_options, extract_on_engine
 
 STORED_DTYPES = ("float16", "float32")
 
@@ -38,17 +39,22 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--refresh", is_flag=True, help="Resolve the model again instead of reusing the fingerprint "
               "this same request resolved to before (e.g. to follow a moving branch).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@engine_options
 @model_options
 @json_option
 def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | None, batch_size: int, workers: str,
             stored_dtype: str, shard: str | None, max_failures: float | None, compile_model: bool, refresh: bool,
-            progress: bool, options: Any, as_json: bool) -> None:
+            progress: bool, scale: dict, options: Any, as_json: bool) -> None:
     """Embed DATA with model REF into the store; items already there are skipped.
 
     DATA is a folder with one subfolder per class (images, or .txt files; optionally under
     train/val/test), or a .jsonl/.csv/.tsv file with a `text` or `path` column and optional `label`
     and `split`. Unreadable items are recorded with their reason and do not stop the run.
     """
+    if scale["engine"] != "local":
+        return extract_on_engine(scale, ref, data, cache_dir, dataset_name=dataset_name, batch_size=batch_size,
+                                 workers=workers, stored_dtype=stored_dtype, shard=shard, max_failures=max_failures,
+                                 compile_model=compile_model, options=options, progress=progress, as_json=as_json)
     from hubtune.data import open_dataset
     from hubtune.extract import extract as run_extract
     from hubtune.store import EmbeddingStore

@@ -1,0 +1,100 @@
+"""CLI for runs past one machine: ``extract --engine ray|torchrun`` and ``hubtune merge``.
+
+``extract`` keeps its own options; :func:`engine_options` adds the engine's, and
+:func:`extract_on_engine` is what it calls when ``--engine`` is not ``local``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from hubtune.cli_common import cache_option, emit, json_option, print_table, resolve_cache, resolve_workers
+
+SUMMARY_COLUMNS = ["dataset", "engine", "total", "computed", "cached", "failed", "shards", "shards_run", "items_per_s",
+                   "seconds"]
+
+
+def engine_options(func: Callable) -> Callable:
+    """``--engine``, ``--address``, ``--shards``, ``--shards-dir``, ``--gpus-per-worker``, ``--cpus-per-worker``,
+    gathered into one ``scale`` dict argument."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray", "torchrun"]), default="local", show_default=True,
+                     help="local: this process. ray: shards over a Ray Data actor pool (pip install 'hubtune[ray]'); "
+                     "--workers is then the number of actors. torchrun: launch with `torchrun --nproc_per_node=K "
+                     "-m hubtune extract ... --engine torchrun`; rank r runs shards i with i % K == r."),
+        click.option("--address", default=None, help="ray: the cluster to join (auto, ray://HOST:10001); "
+                     "default: the running one, else a new local one."),
+        click.option("--shards", type=click.IntRange(min=1), default=None,
+                     help="ray/torchrun: number of shards (default: one per 10,000 items)."),
+        click.option("--shards-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="ray/torchrun: keep the shard files here (a folder every worker can write); merged into "
+                     "the store only when --cache is also given. Default: CACHE/shards-tmp/DATASET, deleted after the merge."),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0, show_default=True,
+                     help="ray: GPUs each actor reserves (1 on GPU nodes; 0 embeds on CPU)."),
+        click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="ray: CPUs each actor reserves; it decodes with this many minus one DataLoader processes."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["scale"] = {name: kwargs.pop(name) for name in
+                           ("engine", "address", "shards", "shards_dir", "gpus_per_worker", "cpus_per_worker")}
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Path | None, *, dataset_name: str | None,
+                      batch_size: int, workers: str, stored_dtype: str, shard: str | None, max_failures: float | None,
+                      compile_model: bool, options: Any, progress: bool, as_json: bool) -> None:
+    """``hubtune extract --engine ray|torchrun``: plan, run the shards, merge; print the summary."""
+    from hubtune.data import open_dataset
+    from hubtune.engines.driver import extract_sharded
+    from hubtune.extract import TooManyFailures
+
+    if shard is not None or compile_model:
+        raise click.UsageError("--shard and --compile are for --engine local; with --engine ray|torchrun "
+                               "the engine splits the dataset itself (--shards N)")
+    engine = scale["engine"]
+    if engine == "ray":
+        pool = None if workers == "auto" else resolve_workers(workers, "image")
+    else:
+        pool = resolve_workers(workers, open_dataset(data).modality)
+    cache = None if cache_dir is None and scale["shards_dir"] is not None else resolve_cache(cache_dir)
+    result = extract_sharded(
+        engine, ref, data, cache=cache, shards_dir=scale["shards_dir"], dataset_name=dataset_name, options=options,
+        stored_dtype=stored_dtype, shards=scale["shards"], batch_size=batch_size, workers=pool,
+        gpus_per_worker=scale["gpus_per_worker"], cpus_per_worker=scale["cpus_per_worker"], address=scale["address"],
+        progress=progress,
+    )
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    emit(result, as_json, lambda row: print_table([row], SUMMARY_COLUMNS))
+    if max_failures is not None and result["total"] and result["failed"] / result["total"] > max_failures:
+        raise TooManyFailures(f"{result['failed']} of {result['total']} items failed, over --max-failures "
+                              f"{max_failures:.1%}; see them with `hubtune cache errors`")
+
+
+@click.command()
+@click.option("--shards", "shards_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A shards folder written by `extract --engine ray|torchrun --shards-dir`.")
+@cache_option
+@json_option
+def merge(shards_dir: Path, cache_dir: Path | None, as_json: bool) -> None:
+    """Import a finished shards folder into the store (same keys and fingerprint as a local run).
+
+    Checks every shard's files against its marker first; the dataset's manifest is recorded last,
+    so `export`, `index build` and `train` then work as after a local `extract`. Safe to repeat.
+    """
+    from hubtune.shard_merge import merge as merge_shards
+    from hubtune.store import EmbeddingStore
+
+    with EmbeddingStore(resolve_cache(cache_dir)) as store:
+        result = merge_shards(shards_dir, store).as_dict()
+    emit(result, as_json, lambda row: print_table([row], list(row)))
