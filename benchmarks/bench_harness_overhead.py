@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import save, summary_row  # noqa: E402
 
 
 def main() -> None:
@@ -53,7 +53,9 @@ def main() -> None:
     ratio = statistics.median(ours) / statistics.median(theirs)
     print(f"hubtune bench: {statistics.median(ours):.1f} items/s; bare loop: {statistics.median(theirs):.1f} items/s; "
           f"ratio {ratio:.3f} (target within 10 %)")
-    print(f"saved {save('harness-overhead', {'model': args.model, 'hubtune': ours, 'bare': theirs, 'ratio': ratio})}")
+    row = summary_row(f"`hubtune bench` vs bare inference_mode loop ({args.model}, batch {args.batch_size}, fp32)",
+                      [1 / rate for rate in theirs], [1 / rate for rate in ours], "0.9-1.1")
+    print(f"saved {save('harness-overhead', {'model': args.model, 'hubtune': ours, 'bare': theirs, 'ratio': ratio, 'summary': [row]})}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def machine() -> dict:
 
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{platform.node() or 'machine'}-{date.today().isoformat()}.json"
+    quick = "-quick" if os.environ.get("HUBTUNE_BENCH_QUICK") else ""  # smoke runs never overwrite real results
+    path = RESULTS / f"{name}-{platform.node() or 'machine'}-{date.today().isoformat()}{quick}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
 
@@ -57,5 +58,10 @@ def summary_row(measurement: str, peer_s: list[float], ours_s: list[float], targ
     as the ratio of medians with the per-repeat ratios' spread (repeats alternate, so they pair)."""
     runs = [peer / ours for peer, ours in zip(peer_s, ours_s)]
     ratio = statistics.median(peer_s) / statistics.median(ours_s)
-    return {"measurement": measurement, "ratio": round(ratio, 3), "min": round(min(runs), 3),
-            "max": round(max(runs), 3), "n": len(runs), "target": target}
+    return {"measurement": measurement, "result": f"{ratio:.2f}x (per repeat {min(runs):.2f}-{max(runs):.2f}, n={len(runs)})",
+            "ratio": round(ratio, 3), "target": target}
+
+
+def fact_row(measurement: str, result: str, target: str) -> dict:
+    """A line of the results table that is not a speed ratio (sizes, memory, agreement)."""
+    return {"measurement": measurement, "result": result, "target": target}
