@@ -99,7 +99,7 @@ def test_merge_gives_the_store_a_local_run_gives(planned: tuple[Path, Path, str]
     runner(plan.shards[2])
     result = CliRunner().invoke(cli, ["merge", "--shards", str(folder), "--cache", str(tmp_path / "merged"), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["items"], summary["vectors"], summary["written"], summary["failed"]) == (40, 39, 38, 1)
     with EmbeddingStore(tmp_path / "local") as local, EmbeddingStore(tmp_path / "merged") as merged:
         expected = extract(ref, data, local, options=OPTIONS, batch_size=8, progress=False)

@@ -1,0 +1,156 @@
+"""``extract --engine ray`` on a local Ray cluster and on two simulated nodes.
+
+One Ray instance serves the module (Ray starts in seconds, not milliseconds); the two-node test
+shuts it down and starts its own cluster, so it runs last. Vectors are compared with a plain
+``hubtune extract`` of the same data: both store float16, so they agree to float16 rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from click.testing import CliRunner  # noqa: E402
+
+from hubtune.backbone import LoadOptions  # noqa: E402
+from hubtune.cli import cli  # noqa: E402
+from hubtune.engines.driver import extract_sharded  # noqa: E402
+from hubtune.store import EmbeddingStore  # noqa: E402
+from tests.test_extract import make_image_folder  # noqa: E402
+from tests.test_shards import text_table  # noqa: E402
+
+pytestmark = pytest.mark.slow
+MODEL_ARGS = ["--weights", "random:3", "--device", "cpu", "--precision", "fp32", "--no-progress", "--json"]
+RAY_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1"}
+RAY_ARGS = dict(include_dashboard=False, object_store_memory=150 << 20, log_to_driver=False)
+
+
+def run(*args: str) -> dict:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.update(RAY_ENV)
+    ray.shutdown()
+    ray.init(num_cpus=4, **RAY_ARGS)  # more logical CPUs than cores, or Ray Data's pipeline can starve
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory: pytest.TempPathFactory, tiny_bert_repo: str) -> tuple[Path, str, Path]:
+    """300 text items and a plain (local engine) extract of them."""
+    root = tmp_path_factory.mktemp("reviews")
+    data = text_table(root / "reviews.jsonl", 300)
+    ref = f"hf:{tiny_bert_repo}"
+    run("extract", ref, str(data), "--cache", str(root / "plain"), "--batch-size", "16", *MODEL_ARGS)
+    return data, ref, root / "plain"
+
+
+def assert_same_store(merged: Path, plain: Path, dataset: str) -> None:
+    """Same fingerprint, manifest, error records, and vectors to float16 rounding."""
+    with EmbeddingStore(merged, readonly=True) as got, EmbeddingStore(plain, readonly=True) as want:
+        assert got.fingerprints() == want.fingerprints()
+        (fingerprint,) = want.fingerprints()
+        assert got.manifest(dataset) == want.manifest(dataset)
+        assert got.errors(fingerprint) == want.errors(fingerprint)
+        keys = [bytes.fromhex(k) for k in want.manifest(dataset)["keys"] if bytes.fromhex(k) not in want.errors(fingerprint)]
+        np.testing.assert_allclose(got.get(fingerprint, keys), want.get(fingerprint, keys), rtol=2e-3, atol=2e-3)
+        assert got.verify().ok
+
+
+def test_ray_extract_matches_a_plain_run_and_reruns_skip_done_shards(local_ray, reviews, tmp_path: Path) -> None:
+    data, ref, plain = reviews
+    args = ["extract", ref, str(data), "--engine", "ray", "--shards", "6", "--workers", "2", "--batch-size", "16",
+            "--cache", str(tmp_path / "cache"), "--shards-dir", str(tmp_path / "shards"), *MODEL_ARGS]
+    first = run(*args)
+    assert (first["total"], first["computed"], first["failed"], first["shards_run"]) == (300, 299, 1, 6)
+    assert first["merged"] and len(list((tmp_path / "shards" / "_done").glob("shard-*.json"))) == 6
+    assert_same_store(tmp_path / "cache", plain, "reviews")
+
+    again = run(*args)
+    assert (again["shards_run"], again["computed"], again["cached"]) == (0, 0, 300)
+    (tmp_path / "shards" / "_done" / "shard-000004.json").unlink()
+    redo = run(*args)
+    assert (redo["shards_run"], redo["computed"], redo["cached"]) == (1, 50, 250)
+    assert_same_store(tmp_path / "cache", plain, "reviews")
+
+
+def _actor_pids() -> list[int]:
+    """This machine's Ray Data actors running hubtune's shard class (their process title names it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapWorker" in title and b"_ShardActor" in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killing_an_actor_mid_run_still_completes(local_ray, tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "images", per_class=40)
+    shards = tmp_path / "shards"
+    options = LoadOptions(weights="random:3", device="cpu", precision="fp32")
+    outcome: dict = {}
+
+    def drive() -> None:
+        outcome.update(extract_sharded("ray", "timm:test_resnet", data, cache=tmp_path / "cache", shards_dir=shards,
+                                       options=options, shards=10, workers=2, batch_size=4, progress=False))
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and driver.is_alive():
+        done = len(list((shards / "_done").glob("*.json"))) if (shards / "_done").is_dir() else 0
+        pids = _actor_pids()
+        if done >= 1 and pids:
+            assert done < 10, "every shard finished before an actor could be killed"
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    driver.join(timeout=300)
+    assert killed is not None, "no actor to kill was found while shards were pending"
+    assert outcome["total"] == 80 and outcome["merged"] and outcome["failed"] == 0
+    assert len(list((shards / "_done").glob("*.json"))) == 10
+    with EmbeddingStore(tmp_path / "cache", readonly=True) as store:
+        (fingerprint,) = store.fingerprints()
+        assert store.count(fingerprint) == 80 and store.verify().ok
+
+
+def test_two_node_cluster_matches_a_plain_run(reviews, tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    data, ref, plain = reviews
+    ray.shutdown()  # the module's local instance: this test brings its own cluster
+    os.environ.update(RAY_ENV)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False,
+                                                            "object_store_memory": 150 << 20})
+    try:
+        cluster.add_node(num_cpus=3, object_store_memory=150 << 20)
+        ray.init(address=cluster.address, log_to_driver=False)
+        assert len([node for node in ray.nodes() if node["Alive"]]) == 2
+        # 2 CPUs per actor on 3-CPU nodes: one actor per node, each with a DataLoader worker
+        summary = run("extract", ref, str(data), "--engine", "ray", "--shards", "4", "--workers", "2",
+                      "--cpus-per-worker", "2", "--batch-size", "16", "--cache", str(tmp_path / "cache"), *MODEL_ARGS)
+        assert (summary["total"], summary["shards_run"]) == (300, 4)
+        assert summary["shards_dir"] is None and not (tmp_path / "cache" / "shards-tmp").joinpath("reviews").exists()
+        assert_same_store(tmp_path / "cache", plain, "reviews")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
