@@ -184,12 +184,14 @@ def demo(cache_dir: Path | None, report: Path | None, online: bool, as_json: boo
 
 
 from hubtune.cli_bench import bench  # noqa: E402  (commands defined beside)
+from hubtune.cli_finetune import export_model, finetune  # noqa: E402
 from hubtune.cli_heads import evaluate, predict, train  # noqa: E402
 from hubtune.cli_search import index_group, search  # noqa: E402
 from hubtune.cli_scale import merge  # noqa: E402
 from hubtune.cli_store import cache, export, extract  # noqa: E402
 
-for command in (extract, export, cache, index_group, search, train, evaluate, predict, bench, merge):
+for command in (extract, export, cache, index_group, search, train, evaluate, predict, bench, merge, finetune,
+                export_model):
     cli.add_command(command)
 
 

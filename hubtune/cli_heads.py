@@ -60,11 +60,12 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
 @cache_option
 @json_option
 def evaluate(head_dir: Path, data: Path, cache_dir: Path | None, as_json: bool) -> None:
-    """Score the head in HEAD_DIR on labelled DATA (embedded through the cache with the head's backbone)."""
-    from hubtune.heads.trained import TrainedHead
+    """Score the head in HEAD_DIR on labelled DATA (embedded through the cache with the head's backbone;
+    a fine-tuned head runs its frozen prefix through the cache, then its trained top)."""
+    from hubtune.heads.use import load_head
     from hubtune.heads.use import evaluate as run
 
-    report = run(TrainedHead.load(head_dir), data, resolve_cache(cache_dir))
+    report = run(load_head(head_dir), data, resolve_cache(cache_dir))
     emit(report, as_json, lambda d: print_table([d], ["n", "accuracy", "balanced_accuracy", "top5", "skipped"]))
 
 
@@ -75,8 +76,8 @@ def evaluate(head_dir: Path, data: Path, cache_dir: Path | None, as_json: bool) 
 @json_option
 def predict(head_dir: Path, inputs: tuple[str, ...], cache_dir: Path | None, as_json: bool) -> None:
     """Classify INPUTS (texts, or image paths for an image head) with the head in HEAD_DIR."""
-    from hubtune.heads.trained import TrainedHead
+    from hubtune.heads.use import load_head
     from hubtune.heads.use import predict as run
 
-    rows = run(TrainedHead.load(head_dir), list(inputs), resolve_cache(cache_dir))
+    rows = run(load_head(head_dir), list(inputs), resolve_cache(cache_dir))
     emit(rows, as_json, lambda d: print_table(d, ["input", "label", "score"]))

@@ -114,12 +114,15 @@ def _present(store: EmbeddingStore, fingerprint: str, dataset: str) -> tuple[dic
     return manifest, present, locations[present]
 
 
-def load_dataset_vectors(store: EmbeddingStore, fingerprint: str, dataset: str) -> DatasetVectors:
-    """Every item of ``dataset`` that has a vector, in dataset order (duplicates repeated)."""
+def load_dataset_vectors(store: EmbeddingStore, fingerprint: str, dataset: str, dtype: str = "float32") -> DatasetVectors:
+    """Every item of ``dataset`` that has a vector, in dataset order (duplicates repeated).
+
+    ``dtype="float16"`` keeps large rows (split-point activations) at half the memory.
+    """
     manifest, present, locations = _present(store, fingerprint, dataset)
     pick = present.tolist()
     return DatasetVectors(
-        vectors=store.gather(fingerprint, locations),
+        vectors=store.gather(fingerprint, locations, dtype),
         keys=[manifest["keys"][i] for i in pick],
         labels=[manifest["labels"][i] for i in pick],
         splits=[manifest["splits"][i] for i in pick],

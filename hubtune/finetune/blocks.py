@@ -66,13 +66,14 @@ def split_point(split: BlockSplit, unfreeze: int) -> int:
 
 
 def top_parameters(split: BlockSplit, start: int) -> list[tuple[int, "torch.nn.Parameter"]]:
-    """``(depth, parameter)`` of the trained part: block ``i`` has depth ``i + 1``, the neck ``n + 1``.
+    """``(depth, parameter)`` of the trained part: block ``i`` has depth ``i + 1``, the neck ``n``.
 
-    The depth is timm's layer id (stem 0, blocks 1..n, the rest n + 1) for layer-wise lr decay.
+    The depth is timm's layer id for layer-wise lr decay (``param_groups_layer_decay`` with the
+    model's group matcher): stem 0, blocks 1..n, the final norm with the last block, the head n + 1.
     """
     count = len(split.blocks)
     found = [(index + 1, p) for index, module in enumerate(split.modules) if index >= start for p in module.parameters()]
-    found += [(count + 1, p) for module in split.neck_modules for p in module.parameters()] if start < count else []
+    found += [(count, p) for module in split.neck_modules for p in module.parameters()] if start < count else []
     return found
 
 

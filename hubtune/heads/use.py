@@ -14,12 +14,29 @@ from hubtune.heads.trained import TrainedHead
 from hubtune.store import EmbeddingStore
 
 
+def load_head(folder: str | Path) -> TrainedHead:
+    """A saved head folder: a head on frozen vectors, or a fine-tuned top (``hubtune finetune``)."""
+    import json
+
+    manifest = Path(folder) / "head.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("kind") == "finetune":
+        from hubtune.finetune.saved import FinetunedHead
+
+        return FinetunedHead.load(folder)  # type: ignore[return-value]  (same interface for predict / eval)
+    return TrainedHead.load(folder)
+
+
 def head_backbone(head: TrainedHead, **overrides: Any) -> Backbone:
-    """The backbone the head was trained on, with the options recorded in it; checked by fingerprint."""
+    """The backbone the head was trained on, with the options recorded in it; checked by fingerprint.
+
+    For a fine-tuned head this is its frozen prefix, with the trained top loaded into the head.
+    """
     from hubtune.api import load_backbone
 
     options = LoadOptions(**{**head.model.get("options", {}), **overrides})
     backbone = load_backbone(head.model["ref"], options)
+    if head.kind == "finetune":
+        backbone = head.bind(backbone)  # type: ignore[attr-defined]
     for dtype in ("float16", "float32"):
         if backbone.fingerprint(dtype) == head.model["fingerprint"]:
             return backbone
