@@ -29,6 +29,18 @@ def text_table(path: Path, n: int) -> Path:
     return path
 
 
+def assert_same_store(merged: Path, plain: Path, dataset: str) -> None:
+    """Same fingerprint, manifest, error records, and vectors to float16 rounding."""
+    with EmbeddingStore(merged, readonly=True) as got, EmbeddingStore(plain, readonly=True) as want:
+        assert got.fingerprints() == want.fingerprints()
+        (fingerprint,) = want.fingerprints()
+        assert got.manifest(dataset) == want.manifest(dataset)
+        assert got.errors(fingerprint) == want.errors(fingerprint)
+        keys = [bytes.fromhex(k) for k in want.manifest(dataset)["keys"] if bytes.fromhex(k) not in want.errors(fingerprint)]
+        np.testing.assert_allclose(got.get(fingerprint, keys), want.get(fingerprint, keys), rtol=2e-3, atol=2e-3)
+        assert got.verify().ok
+
+
 @pytest.fixture
 def planned(tmp_path: Path, tiny_bert_repo: str) -> tuple[Path, Path, str]:
     data = text_table(tmp_path / "reviews.jsonl", 40)
