@@ -112,8 +112,7 @@ def race(name: str, peer: object, ours: object, repeats: int, target: str) -> di
         print(f"{name} repeat {repeat}: peer {peer_s[-1]:.2f}s, hubtune {ours_s[-1]:.2f}s", flush=True)
     print(f"{name}: peer {spread(peer_s)}; hubtune {spread(ours_s)}")
     row = summary_row(name, peer_s, ours_s, target)
-    print(f"{name}: hubtune is {row['ratio']:.2f}x the peer's throughput (per repeat {row['min']:.2f}-{row['max']:.2f}; "
-          f"target {target or 'none'})", flush=True)
+    print(f"{name}: hubtune's throughput / the peer's = {row['result']} (target {target or 'none'})", flush=True)
     return {"peer_s": peer_s, "hubtune_s": ours_s, "summary": row}
 
 
