@@ -96,7 +96,7 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     from hubtune.finetune.blocks import build_top, split_point, top_parameters
     from hubtune.finetune.head import initial_head
     from hubtune.finetune.saved import FinetunedHead, top_tensors
-    from hubtune.finetune.train import param_groups, run_top, train_top
+    from hubtune.finetune.train import param_groups, recalibrate_batch_norm, run_top, train_top
     from hubtune.store import EmbeddingStore
 
     options, config = options or LoadOptions(), config or FinetuneConfig()
@@ -127,6 +127,7 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     classes, y, train, val = _labels(labels, splits)
     batch_size = config.train.batch_size
     top = build_top(split if unfrozen else None, start, head=_placeholder()).to(backbone.device)
+    recalibrate_batch_norm(top, source, train.tolist(), batch_size, backbone.autocast)
     rows, z = run_top(top, source, np.concatenate([train, val]).tolist(), batch_size, backbone.autocast, embed=True)
     where = np.full(len(y), -1)
     where[rows] = np.arange(len(rows))

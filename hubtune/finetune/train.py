@@ -5,7 +5,7 @@ layer ``i + 1`` (a final norm goes with the last block), the head is the last la
 layer's lr is ``lr * decay ** (n + 1 - layer)`` (tested against timm's own groups). Biases and other 1-d parameters get no weight
 decay. The schedule is a linear warm-up then a cosine to zero, stepped per batch. The epoch with
 the best validation accuracy is kept; training stops after ``patience`` epochs without a better one.
-Batch norms keep their running statistics (see :func:`_train_mode`).
+Batch norms in the top are recalibrated on the training rows first (:func:`recalibrate_batch_norm`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def train_top(top: "torch.nn.Module", groups: list[dict[str, Any]], source: Batc
     with _progress(progress) as bar:
         for epoch in range(1, config.epochs + 1):
             task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=steps, loss="-", val="-")
-            _train_mode(top)
+            top.train()
             total, count = 0.0, 0
             for chunk, hidden, mask in source.batches(generator.permutation(train).tolist(), config.batch_size):
                 with autocast():
@@ -151,16 +151,32 @@ def train_top(top: "torch.nn.Module", groups: list[dict[str, Any]], source: Batc
     return TrainResult(history[-1]["val_accuracy"], epoch, epoch, history)
 
 
-def _train_mode(top: "torch.nn.Module") -> None:
-    """Train mode, except batch norms keep their running statistics (their affine weights still
-    train): with small fine-tuning batches, batch statistics would shift every feature the probe
-    was fitted on at the very first step."""
+def recalibrate_batch_norm(top: "torch.nn.Module", source: BatchSource, order: Sequence[int],
+                           batch_size: int, autocast: Callable[[], Any]) -> bool:
+    """Re-estimate the running statistics of the top's batch norms on the training rows (AdaBN).
+
+    Training uses batch statistics; stale running statistics (another dataset's, or a random
+    init's 0 / 1) would make the network the probe is fitted on differ from the one that trains,
+    and the first steps would wreck the probe. Returns whether there was any batch norm.
+    """
+    import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    norms = [module for module in top.modules() if isinstance(module, _BatchNorm) and module.track_running_stats]
+    if not norms:
+        return False
+    momenta = [module.momentum for module in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # a cumulative average over all the batches
     top.train()
-    for module in top.modules():
-        if isinstance(module, _BatchNorm):
-            module.eval()
+    with torch.no_grad(), autocast():
+        for _, hidden, mask in source.batches(order, batch_size):
+            top.embed(hidden, mask)
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    top.eval()
+    return True
 
 
 def _snapshot(module: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
