@@ -82,6 +82,7 @@ def test_cached_prefix_plus_top_matches_full_model(ref: str, small: bool, image_
         raws = [p.read_bytes() for p in sorted(image_data.rglob("*.png"))]
     backbone = _backbone(ref, small)
     split = backbone.blocks()
+    assert backbone.describe()["blocks"] == [name for name, _ in split.blocks]  # what `hubtune info` lists
     head = torch.nn.Linear(backbone.dim, 3)
     expected = head(torch.as_tensor(backbone.embed(raws))).detach()
     for unfreeze in (1, len(split.blocks)):
@@ -248,3 +249,34 @@ def test_unfreezing_beats_the_frozen_probe_on_digits(tmp_path: Path) -> None:
         y = np.array([head.classes.index(label) for label in test.labels])
         scores[unfreeze] = float((probabilities.argmax(1) == y).mean())
     assert scores[2] > scores[0] + 0.01, scores
+
+
+def test_text_finetune_predict_and_export(tiny_bert_repo: str, tmp_path: Path) -> None:
+    """A BERT top trained from cached activations (with their masks); predict and the export agree."""
+    import torch
+
+    from hubtune.finetune.export import export_model
+    from hubtune.finetune.run import FinetuneConfig, finetune
+    from hubtune.heads.use import load_head, predict
+
+    ref = f"hf:{tiny_bert_repo}"
+    data = tmp_path / "texts.jsonl"
+    rows = [{"text": f"{word} {i}", "label": label} for i in range(6) for word, label in (("good", "pos"), ("bad", "neg"))]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = finetune(ref, data, tmp_path / "head", tmp_path / "cache", options=hubtune.LoadOptions(weights="random"),
+                       config=FinetuneConfig(unfreeze=1, train=TrainConfig(epochs=2, batch_size=4)), progress=False)
+    assert summary["trained_blocks"] == ["encoder.layer.1"]
+    predicted = predict(load_head(tmp_path / "head"), ["good 99", "bad 99"], tmp_path / "cache")
+    export_model(tmp_path / "head", tmp_path / "export" / "model.safetensors")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubtune_loader", tmp_path / "export" / "hubtune_loader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, meta = module.load(str(tmp_path / "export" / "model.safetensors"))
+    backbone = hubtune.load_backbone(ref, weights="random")
+    batch = backbone.preprocessor.collate([backbone.preprocessor(text) for text in ("good 99", "bad 99")])
+    with torch.no_grad():
+        scores = torch.softmax(model(batch["input_ids"], batch["attention_mask"]), 1).max(1).values
+    assert meta["library"] == "transformers" and meta["classes"] == ["neg", "pos"]
+    np.testing.assert_allclose(scores.numpy(), [row["score"] for row in predicted], atol=1e-2)

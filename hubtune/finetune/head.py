@@ -4,7 +4,8 @@ LP-FT (Kumar et al. 2022): fine-tuning starts from the linear probe fitted on th
 so the first steps do not wreck the pretrained features with gradients from a random head. The
 probe is :mod:`hubtune.heads.linear` (C chosen on validation) on standardised features; the
 standardisation is folded into the layer, so the head is one plain ``nn.Linear`` whose logits at
-step 0 are the probe's.
+step 0 are the probe's. Heads are built by :func:`hubtune.finetune.standalone.build_head`, the one
+definition the plain-torch loader shares.
 """
 
 from __future__ import annotations
@@ -17,20 +18,6 @@ if TYPE_CHECKING:
     import torch
 
     from hubtune.heads.linear import LinearModel
-
-
-def build_head(spec: dict[str, Any], dim: int, classes: int) -> "torch.nn.Module":
-    """``{"kind": "linear"}`` or ``{"kind": "mlp", "hidden": [h1, ...], "dropout": p}`` -> module."""
-    import torch.nn as nn
-
-    if spec["kind"] == "linear":
-        return nn.Linear(dim, classes)
-    layers: list[nn.Module] = []
-    width = dim
-    for size in spec["hidden"]:
-        layers += [nn.Linear(width, size), nn.GELU(), nn.Dropout(spec["dropout"])]
-        width = size
-    return nn.Sequential(*layers, nn.Linear(width, classes))
 
 
 def fold_standardisation(layer: "torch.nn.Linear", mean: np.ndarray, std: np.ndarray) -> None:
@@ -80,6 +67,8 @@ def initial_head(spec: dict[str, Any], z_train: np.ndarray, y_train: np.ndarray,
     info = {"probe_C": model.C, "probe_val_accuracy": probe_accuracy}
     if spec["kind"] == "linear":
         return probe_layer(model, norm), info
+    from hubtune.finetune.standalone import build_head
+
     torch.manual_seed(seed)
     head = build_head(spec, z_train.shape[1], classes)
     fold_standardisation(head[0], norm.mean, norm.std)  # the MLP sees standardised features too

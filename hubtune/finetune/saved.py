@@ -71,7 +71,7 @@ class FinetunedHead:
         """
         from hubtune.finetune.activations import SplitEncoder
         from hubtune.finetune.blocks import build_top
-        from hubtune.finetune.head import build_head
+        from hubtune.finetune.standalone import build_head
 
         if backbone.fingerprint() != self.model["backbone_fingerprint"]:
             raise HeadError(

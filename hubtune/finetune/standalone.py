@@ -69,7 +69,8 @@ def _backbone(meta: dict[str, Any]) -> nn.Module:
     raise ValueError(f"unknown library {library!r} in the checkpoint metadata")
 
 
-def _head(spec: dict[str, Any], dim: int, classes: int) -> nn.Module:
+def build_head(spec: dict[str, Any], dim: int, classes: int) -> nn.Module:
+    """``{"kind": "linear"}`` or ``{"kind": "mlp", "hidden": [h1, ...], "dropout": p}`` -> the head module."""
     if spec["kind"] == "linear":
         return nn.Linear(dim, classes)
     layers: list[nn.Module] = []
@@ -114,6 +115,6 @@ def load(path: str, device: str = "cpu") -> tuple[ExportedModel, dict[str, Any]]
     tensors = load_file(path, device=device)
     backbone = _backbone(meta)
     backbone.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
-    head = _head(meta["head"], meta["dim"], len(meta["classes"]))
+    head = build_head(meta["head"], meta["dim"], len(meta["classes"]))
     head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
     return ExportedModel(meta, backbone, head).to(device).eval(), meta
