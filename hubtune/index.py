@@ -18,9 +18,10 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hubtune.errors import HubtuneError
 from hubtune.fingerprint import hash_file
@@ -179,13 +180,14 @@ def _sha256(path: Path) -> str:
     return hash_file(path, hashlib.sha256()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, fsync it, rename over ``path``."""
+@contextmanager
+def _staged(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path``, fsynced and renamed over it when the block ends cleanly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
-        write(temporary)
+        yield temporary
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -199,13 +201,28 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(temporary)
 
 
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, fsync it, rename over ``path``."""
+    with _staged(path) as temporary:
+        write(temporary)
+
+
 def save(index: Any, path: Path, spec: IndexSpec, identity: dict[str, Any]) -> dict[str, Any]:
-    """Write the index, then its sidecar (the sidecar last: it vouches for the file)."""
+    """Write the index and its sidecar so that a crash at any moment leaves a loadable pair.
+
+    Two renames cannot be one atomic step, so the sidecar goes first and vouches for both files:
+    the new index's sha256, and under ``previous`` the entry of the index still in place. Killed
+    between the renames, :func:`load` finds the old index and its ``previous`` entry.
+    """
     import faiss
 
-    _atomic_write(path, lambda temporary: faiss.write_index(to_cpu(index), temporary))
-    sidecar = {**identity, "rows": int(index.ntotal), "spec": asdict(spec), "sha256": _sha256(path)}
-    _atomic_write(sidecar_path(path), lambda temporary: Path(temporary).write_text(json.dumps(sidecar, indent=2)))
+    with _staged(path) as temporary:
+        faiss.write_index(to_cpu(index), temporary)
+        sidecar = {**identity, "rows": int(index.ntotal), "spec": asdict(spec), "sha256": _sha256(Path(temporary))}
+        in_place = _vouched_entry(path)
+        if in_place is not None:
+            sidecar["previous"] = in_place
+        _atomic_write(sidecar_path(path), lambda side: Path(side).write_text(json.dumps(sidecar, indent=2)))
     return sidecar
 
 
@@ -213,10 +230,8 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(path.suffix + ".json")
 
 
-def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:
-    """The index at ``path`` if its sidecar matches ``identity`` and its bytes; else None."""
-    import faiss
-
+def _vouched_entry(path: Path) -> dict[str, Any] | None:
+    """The sidecar entry (current or ``previous``) whose sha256 is that of the file at ``path``."""
     side = sidecar_path(path)
     if not path.is_file() or not side.is_file():
         return None
@@ -224,7 +239,19 @@ def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:
         sidecar = json.loads(side.read_text())
     except (OSError, ValueError):
         return None
-    if any(sidecar.get(key) != value for key, value in identity.items()) or sidecar.get("sha256") != _sha256(path):
+    digest = _sha256(path)
+    for entry in (sidecar, sidecar.get("previous")):
+        if isinstance(entry, dict) and entry.get("sha256") == digest:
+            return {key: value for key, value in entry.items() if key != "previous"}
+    return None
+
+
+def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:
+    """The index at ``path`` if its sidecar matches ``identity`` and its bytes; else None."""
+    import faiss
+
+    sidecar = _vouched_entry(path)
+    if sidecar is None or any(sidecar.get(key) != value for key, value in identity.items()):
         return None
     try:
         index = faiss.read_index(str(path))
