@@ -101,31 +101,44 @@ def _prepare(vectors: "np.ndarray", metric: str) -> "np.ndarray":
     return data
 
 
-def build(vectors: "np.ndarray", spec: IndexSpec, seed: int = 0) -> Any:
-    """A FAISS index over ``vectors`` (rows become ids 0..N-1)."""
-    import faiss
+def training_rows(rows: int, nlist: int, seed: int = 0) -> "np.ndarray | None":
+    """Rows to train IVF centroids on: None (all of them) when few, else ``256 * nlist`` rows drawn
+    with ``seed`` (faiss' own advice: ~39-256 points per centroid). A sharded build draws the same."""
     import numpy as np
 
-    data = _prepare(vectors, spec.metric)
-    rows, dim = data.shape
+    return np.random.default_rng(seed).choice(rows, 256 * nlist, replace=False) if rows > 256 * nlist else None
+
+
+def empty_index(dim: int, spec: IndexSpec, sample: "np.ndarray | None" = None, seed: int = 0) -> Any:
+    """An empty index of ``spec``; IVF kinds are trained on ``sample`` (vectors already prepared)."""
+    import faiss
+
     metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "cosine" else faiss.METRIC_L2
     if spec.kind == "flat":
-        index = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
-    elif spec.kind == "hnsw":
+        return faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    if spec.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, metric)
         index.hnsw.efConstruction = 80
+        return index
+    quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    if spec.kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, metric)
     else:
-        quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
-        if spec.kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, metric)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.pq_m, 8, metric)
-        sample = data
-        if rows > 256 * spec.nlist:  # faiss' own advice: ~39-256 points per centroid
-            sample = data[np.random.default_rng(seed).choice(rows, 256 * spec.nlist, replace=False)]
-        index.cp.seed = seed
-        index = to_device(index)
-        index.train(sample)
+        index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.pq_m, 8, metric)
+    index.cp.seed = seed
+    index = to_device(index)
+    index.train(sample)
+    return index
+
+
+def build(vectors: "np.ndarray", spec: IndexSpec, seed: int = 0) -> Any:
+    """A FAISS index over ``vectors`` (rows become ids 0..N-1)."""
+    data = _prepare(vectors, spec.metric)
+    sample = None
+    if spec.kind in ("ivf", "ivfpq"):
+        chosen = training_rows(len(data), spec.nlist, seed)
+        sample = data if chosen is None else data[chosen]
+    index = empty_index(data.shape[1], spec, sample, seed)
     index = to_device(index) if spec.kind == "flat" else index
     index.add(data)
     apply_search_params(index, spec)
@@ -254,7 +267,7 @@ def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:
     if sidecar is None or any(sidecar.get(key) != value for key, value in identity.items()):
         return None
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)  # on-disk lists: beside the file
     except RuntimeError:
         return None
     if index.ntotal != sidecar.get("rows"):
