@@ -187,12 +187,13 @@ from hubtune.cli_bench import bench  # noqa: E402  (commands defined beside)
 from hubtune.cli_finetune import export_model, finetune  # noqa: E402
 from hubtune.cli_heads import evaluate, predict, train  # noqa: E402
 from hubtune.cli_search import index_group, search  # noqa: E402
-from hubtune.cli_scale import merge  # noqa: E402
+from hubtune.cli_scale import index_build_sharded, merge  # noqa: E402
 from hubtune.cli_store import cache, export, extract  # noqa: E402
 
 for command in (extract, export, cache, index_group, search, train, evaluate, predict, bench, merge, finetune,
                 export_model):
     cli.add_command(command)
+index_group.add_command(index_build_sharded)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""CLI for runs past one machine: ``extract --engine ray|torchrun`` and ``hubtune merge``.
+"""CLI for runs past one machine: ``extract --engine ray|torchrun``, ``merge``, ``index build-sharded``.
 
 ``extract`` keeps its own options; :func:`engine_options` adds the engine's, and
 :func:`extract_on_engine` is what it calls when ``--engine`` is not ``local``.
@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -98,3 +101,42 @@ def merge(shards_dir: Path, cache_dir: Path | None, as_json: bool) -> None:
     with EmbeddingStore(resolve_cache(cache_dir)) as store:
         result = merge_shards(shards_dir, store).as_dict()
     emit(result, as_json, lambda row: print_table([row], list(row)))
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """faiss' C++ code prints progress to file descriptor 1; keep stdout for the table or JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@click.command("build-sharded")
+@click.option("--shards", "shards_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A finished shards folder (`extract --engine ray|torchrun --shards-dir`).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for merged.index, merged.ivfdata and the sidecar (movable as a whole).")
+@click.option("--kind", type=click.Choice(["auto", "ivf", "ivfpq"]), default="auto", show_default=True,
+              help="auto: IVF-Flat while the vectors fit in --max-memory, else IVF-PQ.")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--max-memory", type=click.IntRange(min=1), default=4 << 30, show_default=True, help="Bytes.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Shards added in parallel (each into its own copy of the trained index).")
+@json_option
+def index_build_sharded(shards_dir: Path, out: Path, kind: str, metric: str, max_memory: int, threads: int,
+                        as_json: bool) -> None:
+    """IVF index straight from shard files: train once on a sample, add shards with their real ids, merge on disk.
+
+    Ids are rows in the dataset's export order. The merged index keeps its inverted lists in
+    OUT/merged.ivfdata, read from disk at search time, and loads after OUT is moved.
+    """
+    from hubtune.index_sharded import build_sharded
+
+    with _native_stdout_to_stderr():
+        result = build_sharded(shards_dir, out, kind=kind, metric=metric, max_memory=max_memory, threads=threads)
+    emit(result, as_json, lambda row: print_table([row], ["kind", "rows", "shards", "nlist", "path"]))

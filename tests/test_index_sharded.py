@@ -13,9 +13,12 @@ faiss = pytest.importorskip("faiss")
 
 pytest.importorskip("pyarrow")
 
+from click.testing import CliRunner  # noqa: E402
+
 from hubtune import index as faiss_index  # noqa: E402
+from hubtune.cli import cli  # noqa: E402
 from hubtune.data import open_dataset  # noqa: E402
-from hubtune.index_sharded import _gather, build_sharded, load_sharded  # noqa: E402
+from hubtune.index_sharded import _gather, load_sharded  # noqa: E402
 from hubtune.shards import ShardRunner, read_plan, write_plan  # noqa: E402
 from tests.test_shards import OPTIONS  # noqa: E402
 
@@ -37,7 +40,10 @@ def test_sharded_build_and_merge_give_the_neighbours_of_a_one_piece_index(tmp_pa
     picked = np.random.default_rng(1).choice(2000, 300, replace=False)
     np.testing.assert_array_equal(_gather(shards, [s.name for s in plan.shards], starts, picked, 32), vectors[picked])
 
-    built = build_sharded(shards, tmp_path / "built", kind="ivf")
+    result = CliRunner().invoke(cli, ["index", "build-sharded", "--shards", str(shards), "--out", str(tmp_path / "built"),
+                                      "--kind", "ivf", "--json"])
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)  # faiss' own progress lines kept off stdout
     assert (built["kind"], built["rows"], built["shards"]) == ("ivf", 2000, 5)
     moved = tmp_path / "elsewhere"
     shutil.move(tmp_path / "built", moved)  # the merged index finds its .ivfdata beside it
