@@ -71,9 +71,13 @@ class Weights:
 
     def load_state_dict(self) -> dict:
         """The tensors of a ``file`` weights choice (safetensors: no code can run)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(self.path), device="cpu")
+        try:
+            return load_file(str(self.path), device="cpu")
+        except SafetensorError as exc:
+            raise BackboneOptionError(f"--weights {self.path}: not a readable safetensors file ({exc})") from exc
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
-from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError
+from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError, UnsafeModelError
 from hubtune.pooling import canonical_pool, pool_any
 from hubtune.refs import ModelRef
 from hubtune.sources import ModelInfo, PullResult, Source
@@ -63,6 +63,23 @@ def _fetch_checkpoint(url: str, offline: bool) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=torch.hub.HASH_REGEX.search(path.name).group(1))
     return path
+
+
+def _load_state(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)``; a file it refuses (damaged, or a planted pickle) is a clear
+    error rather than a traceback, and never a reason to unpickle fully."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UnsafeModelError(
+            f"{what}: the cached checkpoint {path} is not a plain weights file ({reason[:120]}); "
+            "delete it and fetch it again with `hubtune pull`"
+        ) from exc
 
 
 def _replace_last_linear(model: Any) -> int | None:
@@ -182,7 +199,7 @@ class TorchvisionSource(Source):
             if ref.id.startswith("vit_"):
                 kwargs["image_size"] = member.meta["min_size"][0]
             model = get_model(ref.id, weights=None, **kwargs)
-            state = torch.load(_fetch_checkpoint(member.url, options.offline), map_location="cpu", weights_only=True)
+            state = _load_state(_fetch_checkpoint(member.url, options.offline), f"torchvision:{ref.id}@{member.name}")
             model.load_state_dict(state)
             revision = member.name
         else:
