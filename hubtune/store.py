@@ -164,10 +164,16 @@ class EmbeddingStore:
         self.close()
 
     # -- fingerprints ----------------------------------------------------------------------------
-    def register(self, fingerprint: str, fields: dict[str, Any], dim: int, dtype: str) -> None:
-        """Record what a fingerprint means (idempotent)."""
+    def register(self, fingerprint: str, fields: dict[str, Any], dim: int, dtype: str,
+                 shape: dict[str, Any] | None = None) -> None:
+        """Record what a fingerprint means (idempotent; the first record wins).
+
+        ``shape`` describes rows that are flattened tensors (split-point activations), e.g.
+        ``{"hidden": [C, H, W]}`` or ``{"hidden": [L, D], "mask": L}``.
+        """
         self._guard()
-        value = json.dumps({"fields": fields, "dim": dim, "dtype": dtype}, sort_keys=True).encode()
+        record = {"fields": fields, "dim": dim, "dtype": dtype, **({"shape": shape} if shape else {})}
+        value = json.dumps(record, sort_keys=True).encode()
         with self.env.begin(write=True) as txn:
             txn.put(_fp(fingerprint), value, db=self._fingerprints, overwrite=False)
 
