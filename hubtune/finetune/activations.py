@@ -104,7 +104,7 @@ def choose_mode(mode: str, encoder: Backbone, rows: int, max_cache_gb: float) ->
         return "recompute", f"the activations would take {size}, over --max-cache-gb {max_cache_gb:g}: recomputing"
     raise ActivationCacheError(
         f"the split-point activations would take {size}, over --max-cache-gb {max_cache_gb:g}; raise "
-        "--max-cache-gb, unfreeze more blocks (smaller activations deeper in most nets), or pass "
+        "--max-cache-gb, unfreeze fewer blocks (activations deeper in a net are usually smaller), or pass "
         "--activations auto / recompute to run the frozen part each epoch instead"
     )
 
