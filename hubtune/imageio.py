@@ -33,6 +33,8 @@ def to_rgb_image(item: ImageInput) -> "Image.Image":
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(item)) as image:
                 image.load()
+                if image.mode.startswith("I;16"):  # Pillow would clip 16-bit values at 255: scale them
+                    image = image.point(lambda value: value / 257, "L")
                 return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"decompression bomb refused: {exc}") from exc
