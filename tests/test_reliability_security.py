@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hubtune
@@ -53,10 +53,21 @@ class _Watch:
 sys.addaudithook(_Watch.hook)
 
 
+class _Pickled:
+    pass
+
+
 @pytest.fixture
 def watch() -> Iterator[type[_Watch]]:
+    import pickle
+
     _Watch.opens, _Watch.find_class, _Watch.active = [], [], True
     try:
+        Path(__file__).read_bytes()  # positive controls: the hook sees an open and an unpickling
+        pickle.loads(pickle.dumps(_Pickled()))
+        assert _Watch.opens and _Watch.find_class, "the audit hook records nothing: the checks would be vacuous"
+        _Watch.opens.clear()
+        _Watch.find_class.clear()
         yield _Watch
     finally:
         _Watch.active = False
@@ -157,14 +168,18 @@ def _allowed_roots() -> list[str]:
     import site
 
     roots = [os.environ["HF_HOME"], os.environ["TORCH_HOME"], os.environ["HUBTUNE_HOME"], sys.prefix,
-             sys.base_prefix, *site.getsitepackages(), str(Path(hubtune.__file__).parent),
-             str(Path(__file__).resolve().parents[1] / "plugins")]
-    return [os.path.realpath(root) for root in roots]
+             sys.base_prefix, *site.getsitepackages(), *(entry for entry in sys.path if entry)]
+    return [os.path.realpath(root) for root in roots]  # the caches, and Python's own install and import path
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 @pytest.mark.slow
 def test_5000_fuzzed_references_stay_in_the_caches_and_off_the_network(no_network: list[str], watch,
-                                                                       figure) -> None:
+                                                                       tiny_bert_repo: str, figure) -> None:
     roots = _allowed_roots()
     seen = {"examples": 0, "errors": 0, "accepted": 0, "opens": 0}
     kinds: dict[str, int] = {}
@@ -177,6 +192,10 @@ def test_5000_fuzzed_references_stay_in_the_caches_and_off_the_network(no_networ
     @settings(max_examples=5000, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(REFS)
+    @example(MINILM)  # and a few that resolve to cached files, so the open check sees real reads
+    @example(f"hf:{tiny_bert_repo}")
+    @example(f"{tiny_bert_repo}@main")
+    @example(f"hf:{tiny_bert_repo}/../../../../etc/passwd")
     def pull_offline(ref: str) -> None:
         seen["examples"] += 1
         watch.opens.clear()
@@ -189,7 +208,7 @@ def test_5000_fuzzed_references_stay_in_the_caches_and_off_the_network(no_networ
             seen["errors"] += 1
             kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
         seen["opens"] += len(watch.opens)
-        outside = [p for p in watch.opens if not any(os.path.realpath(p).startswith(root) for root in roots)]
+        outside = [p for p in watch.opens if not _inside(p, roots)]
         assert not outside, f"{ref!r} opened files outside the cache roots: {outside}"
 
     pull_offline()
@@ -197,7 +216,8 @@ def test_5000_fuzzed_references_stay_in_the_caches_and_off_the_network(no_networ
     assert seen["opens"] > 0, "the audit hook saw no file opened at all: the check would be vacuous"
     figure("fuzzed references", f"{seen['examples']} references through `pull --offline`: {seen['errors']} one-line "
            f"errors ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}), {seen['accepted']} accepted; "
-           f"{seen['opens']} file opens, 0 outside the cache roots; {len(no_network)} connection attempts")
+           f"{seen['opens']} file opens, 0 outside the cache roots and Python's import path; {len(no_network)} "
+           "connection attempts")
 
 
 # -- no unpickling anywhere -----------------------------------------------------------------------------------
