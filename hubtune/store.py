@@ -34,7 +34,9 @@ import itertools
 import json
 import os
 import struct
+import weakref
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -54,6 +56,7 @@ _BLOCK_NUMBER = struct.Struct(">Q")
 _MAGIC = b"HTB1"
 _DTYPES = {1: "float16", 2: "float32"}
 _DTYPE_CODES = {name: code for code, name in _DTYPES.items()}
+_HANDLES: "weakref.WeakSet[EmbeddingStore]" = weakref.WeakSet()  # open handles, to release after fork
 
 
 class StoreError(HubtuneError):
@@ -120,10 +123,24 @@ def decode_block(value: bytes | memoryview, check: bool = True) -> "np.ndarray":
     return np.frombuffer(payload, dtype=dtype).reshape(rows, dim)
 
 
+def release_inherited() -> None:
+    """In a forked child, close the store handles inherited from the parent.
+
+    They are unusable here (``_guard``), and while they are open py-lmdb refuses to open the same
+    files again in this process. Closing them in the child touches neither the parent's reader
+    slots nor its locks (both belong to the parent's pid).
+    """
+    for handle in list(_HANDLES):
+        if handle._pid != os.getpid():
+            _HANDLES.discard(handle)
+            handle.env.close()
+
+
 class EmbeddingStore:
     """Vectors by ``(fingerprint, content key)``, dataset manifests and per-item errors."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE):
+    def __init__(self, path: str | Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
+                 max_readers: int = 512):
         import lmdb
 
         self.path = Path(path)
@@ -132,11 +149,13 @@ class EmbeddingStore:
         elif not (self.path / "data.mdb").is_file():
             raise StoreError(f"no embedding store at {self.path} (run `hubtune extract` first)")
         self._pid = os.getpid()
+        release_inherited()
         self.env = lmdb.open(
             str(self.path), map_size=map_size, max_dbs=8, readonly=readonly, sync=True,
-            writemap=False, metasync=True, lock=True, max_readers=512,
+            writemap=False, metasync=True, lock=True, max_readers=max_readers,
         )
         self.env.reader_check()  # clear reader slots left by killed processes
+        _HANDLES.add(self)
         create = not readonly
         self._fingerprints = self.env.open_db(b"fingerprints", create=create)
         self._blocks = self.env.open_db(b"blocks", create=create)
@@ -153,8 +172,29 @@ class EmbeddingStore:
                 "open the store again in each process (LMDB handles must not cross fork)"
             )
 
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One write transaction; LMDB's map-full and I/O errors become a :class:`StoreError` that
+        says what to do (what earlier transactions committed is kept)."""
+        import lmdb
+
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError as exc:
+            raise StoreError(
+                f"the store at {self.path} is full: it reached its map size of {self.env.info()['map_size']:,} "
+                "bytes; open it with a larger map_size and run the same command again (committed work is kept)"
+            ) from exc
+        except lmdb.Error as exc:
+            raise StoreError(
+                f"could not write to the store at {self.path}: {exc}; free disk space (or fix the error) and "
+                "run the same command again: batches committed before are kept"
+            ) from exc
+
     def close(self) -> None:
         if os.getpid() == self._pid:
+            _HANDLES.discard(self)
             self.env.close()
 
     def __enter__(self) -> "EmbeddingStore":
@@ -174,7 +214,7 @@ class EmbeddingStore:
         self._guard()
         record = {"fields": fields, "dim": dim, "dtype": dtype, **({"shape": shape} if shape else {})}
         value = json.dumps(record, sort_keys=True).encode()
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(_fp(fingerprint), value, db=self._fingerprints, overwrite=False)
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
@@ -185,7 +225,7 @@ class EmbeddingStore:
     def remember_request(self, request: dict[str, Any], fingerprint: str) -> None:
         """Record which fingerprint an extract request resolved to."""
         self._guard()
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(_request_key(request), _fp(fingerprint), db=self._requests)
 
     def recall_request(self, request: dict[str, Any]) -> str | None:
@@ -221,8 +261,9 @@ class EmbeddingStore:
         fp = _fp(fingerprint)
         if len(keys) != len(vectors):
             raise StoreError(f"{len(keys)} keys for {len(vectors)} vectors")
-        with self.env.begin(write=True) as txn:
-            fresh = [i for i, key in enumerate(keys) if txn.get(fp + key, db=self._keys) is None]
+        with self._write() as txn:
+            first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a key twice in a batch: once
+            fresh = [i for i, key in enumerate(keys) if first[key] == i and txn.get(fp + key, db=self._keys) is None]
             written = 0
             if fresh:
                 block = self._next_block(txn, fp)
@@ -355,8 +396,9 @@ class EmbeddingStore:
         if len(set(lengths.values())) > 1:
             raise StoreError(f"manifest columns differ in length: {lengths}")
         value = zlib.compress(json.dumps(manifest, separators=(",", ":")).encode(), 3)
-        with self.env.begin(write=True) as txn:
-            txn.put(name.encode(), value, db=self._manifests)
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._manifests) != value:  # a rerun changes no byte
+                txn.put(name.encode(), value, db=self._manifests)
 
     def manifest(self, name: str) -> dict[str, list]:
         self._guard()
@@ -417,7 +459,7 @@ class EmbeddingStore:
         """Drop a fingerprint's vectors, errors and metadata, or a dataset's manifest; return entries removed."""
         self._guard()
         removed = 0
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             if fingerprint is not None:
                 fp = _fp(fingerprint)
                 for db in (self._blocks, self._keys, self._errors):
