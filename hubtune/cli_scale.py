@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = ["dataset", "engine", "total", "computed", "cached", "failed",
 
 def engine_options(func: Callable) -> Callable:
     """``--engine``, ``--address``, ``--shards``, ``--shards-dir``, ``--gpus-per-worker``, ``--cpus-per-worker``,
-    gathered into one ``scale`` dict argument."""
+    ``--decoders``, gathered into one ``scale`` dict argument."""
     options = [
         click.option("--engine", type=click.Choice(["local", "ray", "torchrun"]), default="local", show_default=True,
                      help="local: this process. ray: shards over a Ray Data actor pool (pip install 'hubtune[ray]'); "
@@ -40,6 +40,10 @@ def engine_options(func: Callable) -> Callable:
                      help="ray: GPUs each actor reserves (1 on GPU nodes; 0 embeds on CPU)."),
         click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
                      help="ray: CPUs each actor reserves; it decodes with this many minus one DataLoader processes."),
+        click.option("--decoders", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="ray: read and preprocess in this many separate one-CPU, no-GPU actors (any node with free "
+                     "CPUs, CPU-only nodes included), which hand each shard's tensors to the embedding actors; "
+                     "0: each embedding actor decodes its own shards."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,7 +51,7 @@ def engine_options(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kwargs["scale"] = {name: kwargs.pop(name) for name in
-                           ("engine", "address", "shards", "shards_dir", "gpus_per_worker", "cpus_per_worker")}
+                           ("engine", "address", "shards", "shards_dir", "gpus_per_worker", "cpus_per_worker", "decoders")}
         return func(*args, **kwargs)
 
     return wrapper
@@ -65,6 +69,8 @@ def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Pa
         raise click.UsageError("--shard and --compile are for --engine local; with --engine ray|torchrun "
                                "the engine splits the dataset itself (--shards N)")
     engine = scale["engine"]
+    if scale["decoders"] and engine != "ray":
+        raise click.UsageError("--decoders is for --engine ray (torchrun ranks decode in their own DataLoader workers)")
     if engine == "ray":
         pool = None if workers == "auto" else resolve_workers(workers, "image")
     else:
@@ -73,8 +79,8 @@ def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Pa
     result = extract_sharded(
         engine, ref, data, cache=cache, shards_dir=scale["shards_dir"], dataset_name=dataset_name, options=options,
         stored_dtype=stored_dtype, shards=scale["shards"], batch_size=batch_size, workers=pool,
-        gpus_per_worker=scale["gpus_per_worker"], cpus_per_worker=scale["cpus_per_worker"], address=scale["address"],
-        progress=progress,
+        gpus_per_worker=scale["gpus_per_worker"], cpus_per_worker=scale["cpus_per_worker"], decoders=scale["decoders"],
+        address=scale["address"], progress=progress,
     )
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return

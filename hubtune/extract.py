@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item, open_dataset
@@ -205,25 +205,36 @@ def _raw(item: Item) -> Any:
         return InputError(f"cannot read: {type(exc).__name__}: {exc}")
 
 
+def prepare_items(preprocessor: "Preprocessor", items: Sequence[Item]) -> list[Any]:
+    """Each item read and preprocessed (batched where the preprocessor can: tokenisers), or its
+    :class:`InputError`. Also what the Ray engine's CPU decode actors run on a shard."""
+    raws = [_raw(item) for item in items]
+    readable = [i for i, raw in enumerate(raws) if not isinstance(raw, InputError)]
+    prepared: list[Any] = list(raws)
+    for i, sample in zip(readable, preprocessor.prepare_many([raws[i] for i in readable])):
+        prepared[i] = sample
+    return prepared
+
+
+def _batches(preprocessor: "Preprocessor", prepared: Sequence[Any], start: int, batch_size: int) -> Iterator:
+    """``(positions, collated batch, [(position, reason)])`` over prepared samples; when the
+    preprocessor knows sample lengths, batches hold samples of similar length (less padding)."""
+    bad = [(start + i, str(p)) for i, p in enumerate(prepared) if isinstance(p, InputError)]
+    good = [i for i, p in enumerate(prepared) if not isinstance(p, InputError)]
+    lengths = {i: preprocessor.length(prepared[i]) for i in good}
+    if all(length is not None for length in lengths.values()):
+        good.sort(key=lambda i: -lengths[i])
+    if bad and not good:
+        yield [], None, bad
+    for offset in range(0, len(good), batch_size):
+        chunk = good[offset : offset + batch_size]
+        yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if offset == 0 else []
+
+
 def _windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size: int, window: int) -> Iterator:
-    """In-process batches: preprocess a window of items at once (batched tokenising), then, when
-    the preprocessor knows sample lengths, form batches of similar length to cut padding."""
+    """In-process batches: preprocess a window of items at once (batched tokenising), then batch it."""
     for start in range(0, len(todo), window):
-        raws = [_raw(item) for item in todo[start : start + window]]
-        readable = [i for i, raw in enumerate(raws) if not isinstance(raw, InputError)]
-        prepared: list[Any] = list(raws)
-        for i, sample in zip(readable, preprocessor.prepare_many([raws[i] for i in readable])):
-            prepared[i] = sample
-        bad = [(start + i, str(p)) for i, p in enumerate(prepared) if isinstance(p, InputError)]
-        good = [i for i, p in enumerate(prepared) if not isinstance(p, InputError)]
-        lengths = {i: preprocessor.length(prepared[i]) for i in good}
-        if all(length is not None for length in lengths.values()):
-            good.sort(key=lambda i: -lengths[i])
-        if bad and not good:
-            yield [], None, bad
-        for offset in range(0, len(good), batch_size):
-            chunk = good[offset : offset + batch_size]
-            yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if offset == 0 else []
+        yield from _batches(preprocessor, prepare_items(preprocessor, todo[start : start + window]), start, batch_size)
 
 
 def _pending(store: EmbeddingStore, fingerprint: str, items: list[Item]) -> list[Item]:
@@ -269,8 +280,14 @@ def extract(
     compile: bool = False,
     progress: bool = True,
     backbone: "Backbone | None" = None,
+    prepared: "Mapping[bytes, Any] | None" = None,
 ) -> ExtractSummary:
-    """Embed ``data`` with ``ref`` into ``store``; see the module docstring for the flow."""
+    """Embed ``data`` with ``ref`` into ``store``; see the module docstring for the flow.
+
+    ``prepared`` maps item keys to samples already read and preprocessed elsewhere (a sample, or
+    the item's :class:`InputError`), as the Ray engine's CPU decode actors hand them over; the
+    extractor then only batches them and runs the model.
+    """
     started = time.perf_counter()
     options = options or LoadOptions()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
@@ -300,7 +317,7 @@ def extract(
             todo = _pending(store, fingerprint, todo)
         if todo:
             compute_started = time.perf_counter()
-            computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress)
+            computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress, prepared)
             compute_seconds = time.perf_counter() - compute_started
     if shard is None:  # recorded last: a manifest never points at vectors that are not there yet
         store.put_manifest(name, _manifest(all_items))
@@ -329,10 +346,13 @@ def _run(
     workers: int,
     stored_dtype: str,
     progress: bool,
+    prepared: "Mapping[bytes, Any] | None" = None,
 ) -> int:
     import numpy as np
 
-    if workers:
+    if prepared is not None:
+        batches = _batches(backbone.preprocessor, [prepared[item.key] for item in todo], 0, batch_size)
+    elif workers:
         batches = _loader_batches(backbone, todo, batch_size, workers)
     else:
         window = batch_size * (64 if backbone.modality == "text" else 1)

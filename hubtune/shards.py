@@ -27,7 +27,7 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item
@@ -176,21 +176,30 @@ class ShardRunner:
         self.workers = workers
         self.backbone: "Backbone | None" = None
 
-    def __call__(self, shard: Shard) -> dict[str, Any]:
-        """Run ``shard`` unless its marker exists; return the marker."""
-        done = read_marker(self.folder, shard)
-        if done is not None:
-            return done
+    def load(self) -> "Backbone":
+        """The plan's backbone, loaded on first use and kept."""
         if self.backbone is None:
             from hubtune.api import load_backbone
 
             self.backbone = load_backbone(self.plan.ref, self.options)
-        return run_shard(self.backbone, self.folder, self.plan, shard, batch_size=self.batch_size, workers=self.workers)
+        return self.backbone
+
+    def __call__(self, shard: Shard, prepared: "Mapping[bytes, Any] | None" = None) -> dict[str, Any]:
+        """Run ``shard`` unless its marker exists; return the marker. ``prepared``: see :func:`run_shard`."""
+        done = read_marker(self.folder, shard)
+        if done is not None:
+            return done
+        return run_shard(self.load(), self.folder, self.plan, shard, batch_size=self.batch_size, workers=self.workers,
+                         prepared=prepared)
 
 
 def run_shard(backbone: "Backbone", folder: str | Path, plan: Plan, shard: Shard, *, batch_size: int = 64,
-              workers: int = 0) -> dict[str, Any]:
-    """Embed one shard and write its vectors, its item table and, last, its marker."""
+              workers: int = 0, prepared: "Mapping[bytes, Any] | None" = None) -> dict[str, Any]:
+    """Embed one shard and write its vectors, its item table and, last, its marker.
+
+    ``prepared``: the shard's samples, already read and preprocessed by another process (by item
+    key; see :func:`hubtune.extract.extract`); None reads and decodes them here.
+    """
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
 
@@ -201,7 +210,7 @@ def run_shard(backbone: "Backbone", folder: str | Path, plan: Plan, shard: Shard
         with EmbeddingStore(scratch) as store:
             summary = extract(plan.ref, _Listed(Path(plan.data), backbone.modality, tuple(items)), store,
                               options=plan.load_options(), batch_size=batch_size, workers=workers, stored_dtype=dtype,
-                              shard=(0, len(items)), progress=False, backbone=backbone)
+                              shard=(0, len(items)), progress=False, backbone=backbone, prepared=prepared)
             fingerprint = summary.fingerprint
             errors = store.errors(fingerprint)
             ok = [item.key for item in items if item.key not in errors]

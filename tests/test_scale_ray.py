@@ -145,3 +145,34 @@ def test_two_node_cluster_matches_a_plain_run(reviews, tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_decoding_runs_on_cpu_only_nodes_and_matches_a_plain_run(reviews, tmp_path: Path) -> None:
+    """``--decoders``: decode actors on a CPU-only node feed embedding actors on a (simulated) GPU node."""
+    from ray.cluster_utils import Cluster
+
+    from hubtune.engines import ray_engine
+    from hubtune.shard_merge import merge
+
+    data, ref, plain = reviews
+    ray.shutdown()
+    os.environ.update(RAY_ENV)
+    # the "GPU node" offers no CPU, so a decode actor can only land on the CPU-only node
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 1, "include_dashboard": False,
+                                                            "object_store_memory": 150 << 20})
+    try:
+        cpu_node = cluster.add_node(num_cpus=3, object_store_memory=150 << 20)
+        ray.init(address=cluster.address, log_to_driver=False)
+        folder = tmp_path / "shards"
+        plan = write_plan(folder, open_dataset(data), "reviews", ref, OPTIONS, "float16", shards=4)
+        rows = ray_engine.run(folder, plan, workers=1, gpus_per_worker=1, cpus_per_worker=0, decoders=2,
+                              batch_size=16, progress=False)
+        assert sorted(row["shard"] for row in rows) == [0, 1, 2, 3]
+        assert {row["decoded_on"] for row in rows} == {cpu_node.node_id}
+        assert {row["embedded_on"] for row in rows} == {cluster.head_node.node_id}
+        with EmbeddingStore(tmp_path / "cache") as store:
+            merge(folder, store)
+        assert_same_store(tmp_path / "cache", plain, "reviews")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -86,6 +86,27 @@ def test_two_runs_of_a_shard_write_identical_bytes(planned: tuple[Path, Path, st
     assert [path.read_bytes() for path in _files(folder, shard.name)] == first
 
 
+def test_a_shard_decoded_elsewhere_writes_the_bytes_of_one_decoded_in_place(planned: tuple[Path, Path, str]) -> None:
+    """``--decoders``: what a CPU decode actor packs and the embedding actor unpacks changes no byte."""
+    from hubtune.engines.decode_stage import pack, unpack
+    from hubtune.extract import prepare_items
+    from hubtune.shards import read_items
+
+    _, folder, _ = planned
+    shard = read_plan(folder).shards[-1]  # holds the repeated text and the empty one
+    runner = ShardRunner(folder, batch_size=4)
+    runner(shard)
+    in_place = [path.read_bytes() for path in _files(folder, shard.name)]
+    _files(folder, shard.name)[-1].unlink()
+    items = read_items(folder, shard)
+    payload, errors = pack(prepare_items(runner.load().preprocessor, items))
+    assert list(json.loads(errors)) == ["13"] and "empty" in json.loads(errors)["13"]
+    runner(shard, unpack(items, payload, errors))
+    assert [path.read_bytes() for path in _files(folder, shard.name)] == in_place
+    with pytest.raises(ShardError, match="13 samples and 1 errors for 12 items"):
+        unpack(items[:12], payload, errors)
+
+
 def test_a_rerun_must_plan_the_same_thing(planned: tuple[Path, Path, str]) -> None:
     data, folder, ref = planned
     dataset = open_dataset(data)

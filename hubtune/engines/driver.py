@@ -31,11 +31,12 @@ def extract_sharded(engine: str, ref: str, data: str | Path, *, cache: Path | No
                     dataset_name: str | None = None, options: LoadOptions | None = None,
                     stored_dtype: str = "float16", shards: int | None = None, batch_size: int = 64,
                     workers: int | None = None, gpus_per_worker: float = 0, cpus_per_worker: float = 1,
-                    address: str | None = None, progress: bool = True) -> dict[str, Any] | None:
+                    decoders: int = 0, address: str | None = None, progress: bool = True) -> dict[str, Any] | None:
     """Embed ``data`` over shards with ``engine``; the summary, or None on torchrun ranks other than 0.
 
     ``workers`` is the Ray actor pool's size for ``ray`` and the DataLoader processes per rank
-    for ``torchrun``. ``cache`` None with ``shards_dir`` set: shard files only, no merge.
+    for ``torchrun``; ``decoders`` (ray only) moves reading and decoding to that many CPU-only actors.
+    ``cache`` None with ``shards_dir`` set: shard files only, no merge.
     """
     started = time.perf_counter()
     options = options or LoadOptions()
@@ -58,7 +59,7 @@ def extract_sharded(engine: str, ref: str, data: str | Path, *, cache: Path | No
 
         plan = plan_once()
         ray_engine.run(folder, plan, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                       batch_size=batch_size, address=address, progress=progress)
+                       decoders=decoders, batch_size=batch_size, address=address, progress=progress)
         merged = merge_once()
     elif engine == "torchrun":
         from hubtune.engines import torchrun_engine
