@@ -161,6 +161,26 @@ def test_text_items_bad_text_and_order(tmp_path: Path, workers: int) -> None:
     np.testing.assert_allclose(data.vectors, direct, atol=2e-3)
 
 
+@pytest.mark.parametrize("streams", [1, 3])
+def test_concurrent_streams_keep_each_vector_with_its_item(tmp_path: Path, streams: int) -> None:
+    """``streams`` forwards at once (CPU throughput mode): every vector still lands on its own key."""
+    import torch
+
+    from hubtune.extract import cpu_streams
+
+    data = make_image_folder(tmp_path / "images", per_class=9)
+    (data / "cat" / "broken.png").write_bytes(b"not a png")
+    backbone = hubtune.load_backbone(MODEL, **RANDOM)
+    assert cpu_streams(backbone) == (2 if torch.get_num_threads() >= 2 else 1)
+    with EmbeddingStore(tmp_path / "store") as store:
+        summary = extract(MODEL, data, store, dataset_name="pets", options=options(), batch_size=2, progress=False,
+                          backbone=backbone, streams=streams)
+        assert (summary.computed, summary.failed) == (18, 1)
+        vectors = load_dataset_vectors(store, summary.fingerprint, "pets")
+    direct = backbone.embed([Path(origin).read_bytes() for origin in vectors.origins])
+    np.testing.assert_allclose(vectors.vectors, direct.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-3)
+
+
 def test_max_failures_raises_after_storing(tmp_path: Path) -> None:
     from hubtune.extract import TooManyFailures
 
