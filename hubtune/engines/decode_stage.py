@@ -91,17 +91,17 @@ class ShardDecoder:
 
         from hubtune.extract import prepare_items
 
-        rows: dict[str, list[Any]] = {name: [] for name in ("index", "start", "stop", "payload", "errors")}
+        payloads, errors = [], []
         for index, start, stop in zip(batch["index"], batch["start"], batch["stop"]):
             shard = Shard(int(index), int(start), int(stop))
-            payload, errors = pack(prepare_items(self.preprocessor, read_items(self.folder, shard)))
+            payload, failed = pack(prepare_items(self.preprocessor, read_items(self.folder, shard)))
             if len(payload) > MAX_PAYLOAD:
                 raise ShardError(f"{shard.name}'s preprocessed tensors take {len(payload) / 1e9:.1f} GB, over the 2 GB a "
                                  "Ray value holds; rerun with more --shards (smaller shards)")
-            for name, value in zip(rows, (shard.index, shard.start, shard.stop, payload, errors)):
-                rows[name].append(value)
-        out = {name: np.array(values) for name, values in rows.items() if name in ("index", "start", "stop")}
-        out.update(payload=np.array(rows["payload"], dtype=object), errors=np.array(rows["errors"], dtype=object),
-                   preprocess=np.array([self.digest] * len(rows["index"]), dtype=object),
-                   decoded_on=np.array([node_id()] * len(rows["index"]), dtype=object))
-        return out
+            payloads.append(payload)
+            errors.append(failed)
+        count = len(payloads)
+        return {"index": batch["index"], "start": batch["start"], "stop": batch["stop"],
+                "payload": np.array(payloads, dtype=object), "errors": np.array(errors, dtype=object),
+                "preprocess": np.array([self.digest] * count, dtype=object),
+                "decoded_on": np.array([node_id()] * count, dtype=object)}
