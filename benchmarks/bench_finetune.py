@@ -9,8 +9,8 @@ block below the last, then trains the same top. Both use hubtune's own code (``R
 hits both alike. Target: cached >= 3x faster. The one-off cost of filling the cache (one pass of the
 frozen part, written to LMDB) is reported too.
 
-The ratio cannot pass (prefix forward + top forward/backward) / (top forward/backward) in FLOPs:
-about 6.9x for resnet50 and 3.3x for resnet18 at 64 x 64 (its last block is an eighth of the net).
+The ratio cannot pass (prefix forward + top forward/backward) / (top forward/backward) in FLOPs,
+which the script counts (torch's FlopCounterMode) and prints next to it.
 
 Usage: python benchmarks/bench_finetune.py [--model timm:resnet50] [--repeats 5] [--images 512] [--threads 1]
 """
@@ -57,6 +57,20 @@ def small_backbone(model: str = "timm:resnet18") -> object:
                                                          T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]))
     backbone.preprocess_config = {"input_size": [3, SIZE, SIZE], "bench": True}
     return backbone
+
+
+def flop_bound(backbone: object, split: object, start: int) -> float:
+    """(prefix forward + top forward/backward) / (top forward/backward), counting backward as 2 forwards."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = backbone.to_device(backbone.preprocessor.collate([backbone.preprocessor(backbone.probe_item())]))
+    with torch.no_grad(), FlopCounterMode(display=False) as whole:
+        split.prefix(batch, len(split.blocks))
+    with torch.no_grad(), FlopCounterMode(display=False) as prefix:
+        split.prefix(batch, start)
+    top = whole.get_total_flops() - prefix.get_total_flops()
+    return (prefix.get_total_flops() + 3 * top) / (3 * top)
 
 
 def main() -> None:
@@ -107,6 +121,8 @@ def main() -> None:
             times[mode].append(timed(lambda: epoch(mode)))
     for mode, values in times.items():
         print(f"{mode:>9} epoch: {spread(values)}")
+    bound = flop_bound(backbone, split, start)
+    print(f"FLOP bound on the ratio, (prefix + 3 x top) / (3 x top): {bound:.2f}x")
     name = args.model.split(":")[-1]
     row = summary_row(f"fine-tuning epoch, {name} 64x64, --unfreeze 1: cached activations vs recomputing the frozen part",
                       times["recompute"], times["cached"], ">= 3x")
@@ -119,8 +135,10 @@ def main() -> None:
         "seconds": {mode: values for mode, values in times.items()},
         "median_s": {mode: statistics.median(values) for mode, values in times.items()},
         "cache_fill_s": fill_s,
+        "flop_bound": bound,
         "summary": [row, fact_row(f"fine-tuning cache fill, {name}, {args.images} images (one pass of the frozen part)",
-                                  f"{fill_s:.2f}s", "once per dataset")],
+                                  f"{fill_s:.2f}s", "once per dataset"),
+                    fact_row(f"fine-tuning epoch, {name}: FLOP bound on that ratio", f"{bound:.2f}x", "")],
     })
     print(f"saved {path}")
 

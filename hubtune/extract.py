@@ -181,9 +181,10 @@ def _embed(backbone: "Backbone", batch: dict, limit: list[int]) -> Any:
 def cpu_streams(backbone: "Backbone") -> int:
     """How many forwards ``extract`` runs at once by default: 2 on a CPU with 2+ threads, else 1.
 
-    Each stream gets half the threads. Measured on 2 cores: two one-thread streams embed MiniLM
-    1.11-1.18x and resnet18 1.09-1.17x faster than one two-thread stream (an op's small matrices keep
-    one thread busier than two). On CUDA the device is the bottleneck and one stream feeds it.
+    Each stream gets half the threads: an op's small matrices keep one thread busier than two. On 2
+    cores this moved ``benchmarks/run_all``'s text row from 0.97x to 1.17x of ``encode`` and its image
+    row from 1.25x to 1.54x of a plain timm loop. On CUDA the device is the bottleneck and one stream
+    feeds it.
     """
     import torch
 
