@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
+from hubtune.atomic import atomic_write, staged
 from hubtune.errors import HubtuneError
 from hubtune.fingerprint import hash_file
 
@@ -193,33 +191,6 @@ def _sha256(path: Path) -> str:
     return hash_file(path, hashlib.sha256()).hexdigest()
 
 
-@contextmanager
-def _staged(path: Path) -> Iterator[str]:
-    """A temporary file beside ``path``, fsynced and renamed over it when the block ends cleanly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, fsync it, rename over ``path``."""
-    with _staged(path) as temporary:
-        write(temporary)
-
-
 def save(index: Any, path: Path, spec: IndexSpec, identity: dict[str, Any]) -> dict[str, Any]:
     """Write the index and its sidecar so that a crash at any moment leaves a loadable pair.
 
@@ -229,13 +200,13 @@ def save(index: Any, path: Path, spec: IndexSpec, identity: dict[str, Any]) -> d
     """
     import faiss
 
-    with _staged(path) as temporary:
+    with staged(path) as temporary:
         faiss.write_index(to_cpu(index), temporary)
         sidecar = {**identity, "rows": int(index.ntotal), "spec": asdict(spec), "sha256": _sha256(Path(temporary))}
         in_place = _vouched_entry(path)
         if in_place is not None:
             sidecar["previous"] = in_place
-        _atomic_write(sidecar_path(path), lambda side: Path(side).write_text(json.dumps(sidecar, indent=2)))
+        atomic_write(sidecar_path(path), lambda side: Path(side).write_text(json.dumps(sidecar, indent=2)))
     return sidecar
 
 

@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from hubtune.atomic import atomic_write
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item
 from hubtune.errors import HubtuneError
 from hubtune.fingerprint import canonical_json, hash_file
-from hubtune.index import _atomic_write as atomic_write
 
 if TYPE_CHECKING:
     from hubtune.backbone import Backbone

@@ -30,6 +30,7 @@ writes at a time (LMDB's writer lock serialises them); any number read. Handles 
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
@@ -53,6 +54,7 @@ _HEADER = struct.Struct("<4sBxHII")  # magic, dtype code, pad, reserved, dim, ro
 _CRC = struct.Struct("<I")
 _LOCATION = struct.Struct(">QI")  # block number, row
 _BLOCK_NUMBER = struct.Struct(">Q")
+_SCAN_PAGE = 65536  # key-index entries read per page when scanning a fingerprint's run
 _MAGIC = b"HTB1"
 _DTYPES = {1: "float16", 2: "float32"}
 _DTYPE_CODES = {name: code for code, name in _DTYPES.items()}
@@ -311,8 +313,17 @@ class EmbeddingStore:
         cursor = txn.cursor(db=self._keys)
         if not cursor.set_range(fp):
             return locations
-        # keys sort by fingerprint first: the run for this fingerprint is contiguous
-        run = list(itertools.takewhile(lambda item: item[0].startswith(fp), cursor.iternext()))
+        # keys sort by fingerprint first: the run for this fingerprint is contiguous, and its end is
+        # found by bisecting pages of it (no Python call per key)
+        past_run = (fp + b"\xff" * (KEY_BYTES + 1),)
+        items = cursor.iternext()
+        run: list[tuple[bytes, bytes]] = []
+        while True:
+            page = list(itertools.islice(items, _SCAN_PAGE))
+            cut = bisect.bisect_left(page, past_run)
+            run.extend(page[:cut])
+            if cut < len(page) or len(page) < _SCAN_PAGE:
+                break
         if not run:
             return locations
         found_keys, found_values = zip(*run)
@@ -333,29 +344,61 @@ class EmbeddingStore:
         """Vectors at ``locations`` (from :meth:`locate`, none missing): one vectorised copy per block."""
         import numpy as np
 
+        if out is None:
+            out = np.empty((len(locations), self._row_width(fingerprint, locations)), dtype=dtype)
+        for _ in self.gather_chunks(fingerprint, locations, [out]):
+            pass
+        return out
+
+    def _row_width(self, fingerprint: str, locations: "np.ndarray") -> int:
+        """Values per row: from the first block's header (vectors may be stored unregistered)."""
+        if len(locations) and locations[0, 0] >= 0:
+            with self.env.begin(buffers=True) as txn:
+                value = txn.get(_fp(fingerprint) + _BLOCK_NUMBER.pack(int(locations[0, 0])), db=self._blocks)
+                if value is not None:
+                    return int(decode_block(value, check=False).shape[1])
+        meta = self.fingerprints().get(fingerprint)
+        return int(meta["dim"]) if meta else 0
+
+    def gather_chunks(self, fingerprint: str, locations: "np.ndarray",
+                      buffers: Sequence["np.ndarray"]) -> Iterator["np.ndarray"]:
+        """:meth:`gather` in consecutive pieces, piece ``i`` written into ``buffers[i % len(buffers)]``.
+
+        Lets a caller stream a dataset larger than memory (export writes one piece while the next
+        fills). Yields a view of the filled rows; it stays valid until that buffer comes round again.
+        One read transaction for all pieces, and each block's CRC is checked once however many
+        pieces it feeds.
+        """
+        import numpy as np
+
         self._guard()
         fp = _fp(fingerprint)
         if (locations < 0).any():
             raise KeyError(f"{int((locations[:, 0] < 0).sum())} keys have no vector under fingerprint {fingerprint}")
+        if not len(locations):
+            return
+        step = min(len(buffer) for buffer in buffers)
+        if step == 0:
+            raise ValueError("gather_chunks needs buffers of at least one row")
+        checked: set[int] = set()
         with self.env.begin(buffers=True) as txn:
-            order = np.argsort(locations[:, 0], kind="stable")
-            blocks = locations[order, 0]
-            bounds = np.flatnonzero(np.diff(blocks)) + 1
-            for group in np.split(order, bounds) if len(order) else []:
-                block = int(locations[group[0], 0])
-                data = decode_block(txn.get(fp + _BLOCK_NUMBER.pack(block), db=self._blocks))
-                if out is None:
-                    out = np.empty((len(locations), data.shape[1]), dtype=dtype)
-                rows = locations[group, 1]
-                first, last = int(group[0]), int(group[-1])
-                if last - first == len(group) - 1 and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
-                    out[first : last + 1] = data[rows[0] : rows[-1] + 1]  # contiguous: a straight copy
-                else:
-                    out[group] = data[rows]  # vectorised gather
-        if out is None:
-            meta = self.fingerprints().get(fingerprint)
-            out = np.zeros((0, meta["dim"] if meta else 0), dtype=dtype)
-        return out
+            for index, start in enumerate(range(0, len(locations), step)):
+                piece = locations[start : start + step]
+                out = buffers[index % len(buffers)][: len(piece)]
+                order = np.argsort(piece[:, 0], kind="stable")
+                bounds = np.flatnonzero(np.diff(piece[order, 0])) + 1
+                for group in np.split(order, bounds):
+                    block = int(piece[group[0], 0])
+                    value = txn.get(fp + _BLOCK_NUMBER.pack(block), db=self._blocks)
+                    data = decode_block(value, check=block not in checked)
+                    checked.add(block)
+                    rows = piece[group, 1]
+                    first, last = int(group[0]), int(group[-1])
+                    if last - first == len(group) - 1 and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+                        out[first : last + 1] = data[rows[0] : rows[-1] + 1]  # contiguous: a straight copy
+                    else:
+                        out[group] = data[rows]  # vectorised gather
+                yield out
 
     def get(self, fingerprint: str, keys: Sequence[bytes], dtype: str = "float32") -> "np.ndarray":
         """Vectors for ``keys`` in the given order; a missing key raises :class:`KeyError`."""

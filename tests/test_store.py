@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hubtune.store import EmbeddingStore, StoreError, decode_block, encode_block
+from tests.reliability_helpers import figure_fixture  # noqa: F401  (the `figure` fixture)
 
 FP = "0" * 31 + "1"
 FP2 = "f" * 32
@@ -137,3 +138,91 @@ def test_size_on_disk_close_to_raw_bytes(tmp_path, dim: int) -> None:
     ratio = on_disk / (rows * dim * 2)
     print(f"dim {dim}: store / raw vector bytes = {ratio:.3f}")
     assert ratio <= 1.3
+
+
+def test_gather_chunks_stream_the_same_rows_checking_each_block_once(store, monkeypatch) -> None:
+    import hubtune.store as store_module
+
+    rng = np.random.default_rng(3)
+    k = keys(50)
+    vectors = rng.standard_normal((50, 8)).astype(np.float16)
+    for start in range(0, 50, 10):  # five blocks of ten
+        store.put_batch(FP, k[start : start + 10], vectors[start : start + 10])
+    order = rng.permutation(50)  # every piece touches several blocks
+    locations = store.locate(FP, [k[i] for i in order])
+    checked = []
+    real_decode = store_module.decode_block
+    monkeypatch.setattr(store_module, "decode_block",
+                        lambda value, check=True: checked.append(check) or real_decode(value, check))
+    buffers = [np.full((7, 8), np.nan, dtype=np.float32) for _ in range(2)]
+    pieces = [piece.copy() for piece in store.gather_chunks(FP, locations, buffers)]
+    assert [len(piece) for piece in pieces] == [7] * 7 + [1]
+    np.testing.assert_array_equal(np.concatenate(pieces), vectors[order].astype(np.float32))
+    assert checked.count(True) == 5  # one CRC per block, however many pieces it fed
+    assert list(store.gather_chunks(FP, locations[:0], buffers)) == []
+    with pytest.raises(KeyError):
+        list(store.gather_chunks(FP, store.locate(FP, keys(1, "absent")), buffers))
+
+
+def test_a_whole_dataset_scan_stops_at_the_end_of_its_fingerprint(store, monkeypatch) -> None:
+    import hubtune.store as store_module
+
+    monkeypatch.setattr(store_module, "_SCAN_PAGE", 4)  # the run spans several pages and ends inside one
+    low, high = "0" * 32, "f" * 32  # fingerprints sorting before and after FP
+    k = keys(30)
+    for fingerprint, scale in ((low, 1), (FP, 2), (high, 3)):
+        store.put_batch(fingerprint, k[:13], np.full((13, 4), scale, dtype=np.float16))
+    wanted = k[:13] + keys(5, "absent")  # enough keys to take the scan, five of them absent
+    located = store.locate(FP, wanted)
+    assert (located[13:] == -1).all() and (located[:13, 1] == np.arange(13)).all()
+    np.testing.assert_array_equal(store.gather(FP, located[:13]), np.full((13, 4), 2, dtype=np.float32))
+
+
+def _exportable(store, rows: int = 40, dim: int = 6) -> tuple[list[bytes], np.ndarray]:
+    k = keys(rows)
+    vectors = np.random.default_rng(5).standard_normal((rows, dim)).astype(np.float16)
+    store.register(FP, {"source": "test", "model": "m"}, dim, "float16")
+    for start in range(0, rows, 16):
+        store.put_batch(FP, k[start : start + 16], vectors[start : start + 16])
+    order = np.random.default_rng(6).permutation(rows).tolist() + [0]  # shuffled, one item twice
+    store.put_manifest("d", {"keys": [k[i].hex() for i in order] + [keys(1, "gone")[0].hex()],
+                             "labels": [str(i % 3) for i in order] + [None], "splits": ["train"] * (rows + 2),
+                             "origins": [f"/x/{i}" for i in order] + ["/x/gone"]})
+    return k, vectors[order].astype(np.float32)
+
+
+def test_export_streams_in_pieces_and_keeps_dataset_order(store, tmp_path, monkeypatch) -> None:
+    import json
+
+    import hubtune.vectors as vectors_module
+
+    k, expected = _exportable(store)
+    monkeypatch.setattr(vectors_module, "_EXPORT_PIECE_BYTES", 6 * 4 * 3)  # three rows a piece
+    result = vectors_module.export_dataset(store, FP, "d", tmp_path / "out")
+    assert (result["rows"], result["missing"]) == (41, 1)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "embeddings.npy"), expected)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    assert len(lines) == 41 and (lines[-1]["key"], lines[-1]["origin"]) == (k[0].hex(), "/x/0")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["embeddings.npy", "items.jsonl"]
+
+
+def test_a_failed_export_leaves_the_previous_files_whole(store, tmp_path, monkeypatch, figure) -> None:
+    import hubtune.vectors as vectors_module
+
+    _, expected = _exportable(store)
+    vectors_module.export_dataset(store, FP, "d", tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    monkeypatch.setattr(vectors_module, "_EXPORT_PIECE_BYTES", 6 * 4 * 3)
+
+    def failing(self, fingerprint, locations, buffers):
+        yield next(real(self, fingerprint, locations, buffers))
+        raise OSError("disk went away")
+
+    real = EmbeddingStore.gather_chunks
+    monkeypatch.setattr(EmbeddingStore, "gather_chunks", failing)
+    with pytest.raises(OSError, match="disk went away"):
+        vectors_module.export_dataset(store, FP, "d", tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before  # no temporary left either
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "embeddings.npy"), expected)
+    figure("failed export", f"an error after the first of {-(-41 // 3)} pieces: embeddings.npy and items.jsonl "
+                            "byte-identical to the previous export's, no temporary file left")
