@@ -148,9 +148,10 @@ def _table_columns(path: Path) -> str:
 
 def _iter_table(path: Path) -> Iterator[Item]:
     column = _table_columns(path)
-    base = path.parent.resolve()
+    table = path.resolve()
+    base = table.parent
     for number, row in _rows(path):
-        origin = f"{path.resolve()}:{number}"
+        origin = f"{table}:{number}"
         label = row.get("label")
         label = None if label in (None, "") else str(label)
         split = str(row.get("split") or "train")

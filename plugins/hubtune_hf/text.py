@@ -128,17 +128,11 @@ class TokenizerPreprocessor(Preprocessor):
         return len(sample["input_ids"])
 
     def collate(self, samples: Sequence[dict]) -> dict:
-        import torch
+        from torch.nn.utils.rnn import pad_sequence
 
-        length = max(len(sample["input_ids"]) for sample in samples)
-        batch = {}
-        for key in samples[0]:
-            fill = self.pad_id if key == "input_ids" else 0
-            out = torch.full((len(samples), length), fill, dtype=torch.long)
-            for row, sample in enumerate(samples):
-                out[row, : len(sample[key])] = sample[key]
-            batch[key] = out
-        return batch
+        return {key: pad_sequence([sample[key] for sample in samples], batch_first=True,
+                                  padding_value=self.pad_id if key == "input_ids" else 0)
+                for key in samples[0]}
 
 
 class HFTextBackbone(Backbone):
