@@ -95,6 +95,8 @@ def export(cache_dir: Path | None, ref: str, dataset_name: str, out: Path, store
     """Write OUT/embeddings.npy (float32, dataset order) and OUT/items.jsonl (key, label, split, origin).
 
     Items without a vector (failed, or not extracted yet) are left out; their count is reported.
+    Vectors stream through in 8 MB pieces (memory stays flat) with every block's CRC32 checked, and
+    each file is renamed into place only when complete: a failed export leaves the previous files.
     """
     from hubtune.store import EmbeddingStore
     from hubtune.vectors import export_dataset, find_fingerprint
