@@ -17,9 +17,7 @@ Usage: python benchmarks/bench_text_backends.py [--sentences 5000] [--repeats 3]
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, sentences, spread, summary_row, timed  # noqa: E402
+from common import save, sentences, spread, summary_row, text_arguments, timed  # noqa: E402
 
 MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
 
@@ -71,11 +69,7 @@ def ort_forward(backbone: Any, sample: dict, work: Path) -> Callable[[dict], Any
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = text_arguments(__doc__)
 
     import torch
     import torch._inductor.config as inductor

@@ -16,9 +16,7 @@ Usage: python benchmarks/bench_text_extract.py [--sentences 5000] [--repeats 3]
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,17 +24,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, sentences, spread, summary_row, timed  # noqa: E402
+from common import save, sentences, spread, summary_row, text_arguments, timed  # noqa: E402
 
 MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = text_arguments(__doc__)
 
     import numpy as np
     from sentence_transformers import SentenceTransformer

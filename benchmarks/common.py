@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,15 @@ def sentences(count: int = 5000, seed: int = 0) -> list[str]:
         length = int(min(150, max(3, rng.lognormvariate(2.8, 0.8))))
         out.append(" ".join(rng.choice(vocab) for _ in range(length)).capitalize() + ".")
     return out
+
+
+def text_arguments(doc: str) -> argparse.Namespace:
+    """``--sentences`` and ``--repeats`` of the text benchmarks (and offline: the model is bundled)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return parser.parse_args()
 
 
 def timed(func: Callable[[], object]) -> float:
