@@ -12,9 +12,22 @@ from hubtune.cli_common import emit, json_option, model_options, print_table, re
 
 def _list(kind: type, value: str, name: str) -> list:
     try:
-        return [kind(part) for part in value.split(",") if part.strip()]
+        values = [kind(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r}; expected a comma list for {name}") from None
+        values = []
+    if not values or (kind is int and min(values) < 1):
+        expected = "positive integers, e.g. 1,8,32" if kind is int else "names, e.g. fp32,bf16"
+        raise click.BadParameter(f"{value!r}; expected a comma list of {expected}", param_hint=name)
+    return values
+
+
+def _output_folder(path: Path | None, name: str) -> None:
+    """Create an output file's folder before measuring, so minutes of timing are not lost at the end."""
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create the folder for {path}: {exc.strerror}", param_hint=name) from None
 
 
 @click.command()
@@ -68,6 +81,8 @@ def bench(ref: str, batch_sizes: str, precisions: str, channels_last: bool, comp
         return
     from hubtune.bench import plot, run_grid, write_csv
 
+    _output_folder(csv_path, "--csv")
+    _output_folder(plot_path, "--plot")
     rows = run_grid(ref, options, sizes, wanted, (channels_last,), (compiled,), warmup, iters, repeats, data=data)
     if csv_path:
         write_csv(rows, csv_path)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A finite number above zero (click's FloatRange lets nan through, and C <= 0 fits nothing)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value}; expected a finite number above 0")
+    return value
 
 
 @click.command()
@@ -20,9 +28,9 @@ from hubtune.cli_common import cache_option, emit, json_option, model_options, p
 @click.option("--normalise", type=click.Choice(["none", "l2", "standardise"]), default=None,
               help="Feature normalisation (default: standardise for linear/mlp, l2 for knn).")
 @click.option("--balanced", is_flag=True, help="Weight classes inversely to their frequency.")
-@click.option("--C", "c_value", type=float, default=None, help="linear: fix C instead of searching 10^-6..10^5.")
+@click.option("--C", "c_value", type=float, default=None, callback=_positive, help="linear: fix C instead of searching 10^-6..10^5.")
 @click.option("--k", type=click.IntRange(min=1), default=20, show_default=True, help="knn: neighbours.")
-@click.option("--temperature", type=click.FloatRange(min=1e-6), default=0.07, show_default=True, help="knn: vote temperature.")
+@click.option("--temperature", type=float, callback=_positive, default=0.07, show_default=True, help="knn: vote temperature.")
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True, help="mlp: hidden width.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="mlp: most epochs.")
 @model_options

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from hubtune.backbone import LoadOptions
-from hubtune.data import Dataset, Item, open_dataset
+from hubtune.data import Dataset, DatasetError, Item, open_dataset
 from hubtune.errors import HubtuneError, InputError
 from hubtune.store import EmbeddingStore
 
@@ -273,6 +273,22 @@ def _windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size
         yield from _batches(preprocessor, prepare_items(preprocessor, todo[start : start + window]), start, batch_size)
 
 
+def _check_modality(dataset: Dataset, backbone: "Backbone") -> None:
+    """Refuse a text model on images or an image model on texts before a single item fails.
+
+    Folders (by their files' suffixes) and ``text`` tables are known; a table's ``path`` column may
+    name either kind of file, so its items are left to the preprocessor."""
+    known = dataset.location.is_dir() or dataset.modality == "text"
+    if known and dataset.modality != backbone.modality:
+        def a(modality: str) -> str:
+            return f"an {modality}" if modality == "image" else f"a {modality}"
+
+        raise DatasetError(
+            f"{dataset.location} holds {dataset.modality}s but {backbone.ref} is {a(backbone.modality)} model; "
+            f"pick {a(backbone.modality)} dataset or {a(dataset.modality)} model (see `hubtune models`)"
+        )
+
+
 def _pending(store: EmbeddingStore, fingerprint: str, items: list[Item]) -> list[Item]:
     """Items with neither a vector nor an error record under ``fingerprint``."""
     present = store.has(fingerprint, (item.key for item in items))
@@ -346,6 +362,7 @@ def extract(
             from hubtune.api import load_backbone
 
             backbone = load_backbone(ref, options)
+        _check_modality(dataset, backbone)
         if compile:
             backbone.compile()
         remembered, fingerprint = fingerprint, backbone.fingerprint(stored_dtype)

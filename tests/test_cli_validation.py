@@ -1,0 +1,50 @@
+"""Bad option values and mismatched inputs are refused up front with a one-line error that names
+the fix, before any measuring or extracting (found by an acceptance pass over the installed wheel)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_cli import hubtune
+
+
+@pytest.mark.parametrize("sizes", ["0", "-1", "1,x", ","])
+def test_bench_batch_sizes_must_be_positive_integers(sizes: str) -> None:
+    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", sizes, check=False)
+    assert result.returncode == 2
+    assert "expected a comma list of positive integers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_creates_the_folders_of_its_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder"
+    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", "1", "--iters", "1",
+                     "--repeats", "1", "--warmup", "0", "--csv", str(out / "rows.csv"), "--json")
+    assert json.loads(result.stdout)[0]["items_per_s"] > 0
+    assert (out / "rows.csv").read_text().startswith("model,")
+
+
+@pytest.mark.parametrize("option, value", [("--C", "nan"), ("--C", "-1"), ("--C", "0"), ("--C", "inf"),
+                                           ("--temperature", "nan"), ("--temperature", "0")])
+def test_train_numbers_must_be_finite_and_positive(tmp_path: Path, option: str, value: str) -> None:
+    result = hubtune("train", "--cache", str(tmp_path), "--model", "timm:test_resnet", "--dataset", "d",
+                     "--head", "linear", "--out", str(tmp_path / "head"), option, value, check=False)
+    assert result.returncode == 2 and "expected a finite number above 0" in result.stderr
+
+
+def test_extract_refuses_a_model_of_the_other_modality(tmp_path: Path) -> None:
+    table = tmp_path / "texts.jsonl"
+    table.write_text('{"text": "a sentence"}\n')
+    images = tmp_path / "images" / "cats"
+    images.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(images / "a.png")
+    cache = str(tmp_path / "cache")
+    texts = hubtune("extract", "timm:test_resnet", "--weights", "random", str(table), "--cache", cache, check=False)
+    assert texts.returncode == 2 and "holds texts but timm:test_resnet is an image model" in texts.stderr
+    pictures = hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(tmp_path / "images"),
+                       "--cache", cache, check=False)
+    assert pictures.returncode == 2 and "holds images but hf:sentence-transformers/all-MiniLM-L6-v2" in pictures.stderr
+    assert "Traceback" not in texts.stderr + pictures.stderr
