@@ -112,6 +112,11 @@ def models(pattern: str | None, source_name: str | None, as_json: bool) -> None:
     """List models the sources offer, optionally filtered by a shell PATTERN (e.g. 'resnet*')."""
     from hubtune.registry import get_source, get_sources
 
+    prefix, _, rest = (pattern or "").partition(":")
+    if rest and prefix in get_sources():  # 'timm:resnet*' means --source timm 'resnet*', for every source alike
+        if source_name not in (None, prefix):
+            raise click.UsageError(f"the pattern {pattern!r} names the source {prefix!r} but --source is {source_name!r}")
+        source_name, pattern = prefix, rest
     names = [source_name] if source_name else list(get_sources())
     rows = []
     for name in names:

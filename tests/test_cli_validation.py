@@ -48,3 +48,14 @@ def test_extract_refuses_a_model_of_the_other_modality(tmp_path: Path) -> None:
                        "--cache", cache, check=False)
     assert pictures.returncode == 2 and "holds images but hf:sentence-transformers/all-MiniLM-L6-v2" in pictures.stderr
     assert "Traceback" not in texts.stderr + pictures.stderr
+
+
+@pytest.mark.parametrize("pattern, expected", [("hf:sentence*", "hf:sentence-transformers/all-MiniLM-L6-v2"),
+                                               ("hf:*", "hf:sentence-transformers/all-MiniLM-L6-v2"),
+                                               ("timm:test_vit*", "timm:test_vit.r160_in1k")])
+def test_models_pattern_may_name_its_source(pattern: str, expected: str) -> None:
+    rows = json.loads(hubtune("models", pattern, "--json", env={"HF_HUB_OFFLINE": "1"}).stdout)
+    assert expected in [row["ref"] for row in rows]
+    assert {row["source"] for row in rows} == {pattern.split(":")[0]}
+    clash = hubtune("models", pattern, "--source", "torchvision", check=False)
+    assert clash.returncode == 2 and "names the source" in clash.stderr
