@@ -43,7 +43,8 @@ def _weights_tag(revision: str) -> str:
     return "default"
 
 
-def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored_dtype: str | None) -> bool:
+def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored_dtype: str | None,
+             any_weights: bool = False) -> bool:
     from hubtune.registry import resolve_ref
 
     ref = resolve_ref(ref_text)
@@ -52,7 +53,7 @@ def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored
     revision = str(fields["revision"])
     if ref.revision and not revision.startswith(ref.revision):
         return False
-    if _weights_tag(revision) != options.parsed_weights.revision():
+    if not any_weights and _weights_tag(revision) != options.parsed_weights.revision():
         return False
     wanted = {"layer": options.layer, "pool": options.pool, "stored_dtype": stored_dtype,
               "precision": None if options.precision == "auto" else options.precision}
@@ -69,10 +70,13 @@ def find_fingerprint(
     remembered = store.recall_request(request_record(ref, options, stored_dtype or "float16"))
     if remembered and _covers(store, remembered, keys):
         return remembered
-    candidates = [
-        fp for fp, meta in store.fingerprints().items()
-        if _matches(meta["fields"], ref, options, stored_dtype) and _covers(store, fp, keys)
-    ]
+    def candidates_for(any_weights: bool) -> list[str]:
+        return [fp for fp, meta in store.fingerprints().items()
+                if _matches(meta["fields"], ref, options, stored_dtype, any_weights) and _covers(store, fp, keys)]
+
+    candidates = candidates_for(any_weights=False)
+    if not candidates and options.weights == "default":  # --weights left unset: like any unset option, any value
+        candidates = candidates_for(any_weights=True)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

@@ -59,3 +59,21 @@ def test_models_pattern_may_name_its_source(pattern: str, expected: str) -> None
     assert {row["source"] for row in rows} == {pattern.split(":")[0]}
     clash = hubtune("models", pattern, "--source", "torchvision", check=False)
     assert clash.returncode == 2 and "names the source" in clash.stderr
+
+
+def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) -> None:
+    """DESIGN: options left unset match any value; --weights too, unless default-weight vectors exist."""
+    from hubtune.backbone import LoadOptions
+    from hubtune.errors import HubtuneError
+    from hubtune.extract import extract
+    from hubtune.store import EmbeddingStore
+    from hubtune.vectors import find_fingerprint
+    from tests.test_extract import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", per_class=2)
+    with EmbeddingStore(tmp_path / "store") as store:
+        made = extract("timm:test_resnet", data, store, dataset_name="pets", progress=False,
+                       options=LoadOptions(weights="random:3", device="cpu", precision="fp32")).fingerprint
+        assert find_fingerprint(store, "timm:test_resnet", "pets", LoadOptions()) == made
+        with pytest.raises(HubtuneError, match="no vectors of dataset 'pets'"):  # a different seed asked for
+            find_fingerprint(store, "timm:test_resnet", "pets", LoadOptions(weights="random:4"))
