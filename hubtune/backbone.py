@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 STORED_DTYPES = ("float16", "float32")
 
 
+#: the way out an offline error offers for sources whose architectures build without a download
+RANDOM_INSTEAD = "; or, to test without pretrained weights, --weights random (a seeded init, no download)"
+
+
 @dataclass(frozen=True)
 class Weights:
     """``--weights``: ``default`` (pretrained), ``random[:SEED]`` or a safetensors file."""

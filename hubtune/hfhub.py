@@ -54,8 +54,14 @@ def snapshot(
     *,
     offline: bool,
     allow_patterns: Sequence[str] = SAFE_PATTERNS,
+    asked: str | None = None,
+    instead: str = "",
 ) -> tuple[Path, str]:
-    """Download (or, offline, find) a repository snapshot; return ``(folder, commit sha)``."""
+    """Download (or, offline, find) a repository snapshot; return ``(folder, commit sha)``.
+
+    ``asked``: the reference as the user gave it, for the ``hubtune pull`` the offline error suggests
+    (default ``hf:<repo>@<revision>``); ``instead``: another way out that error can offer.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -83,7 +89,8 @@ def snapshot(
         if offline:
             raise OfflineError(
                 f"{where} is not in the local hub cache ({hub_cache_dir()}) and offline mode is on; "
-                f"fetch it once with network (`hubtune pull hf:{repo_id}`) or unset HF_HUB_OFFLINE"
+                f"fetch it once with network (`hubtune pull {asked or 'hf:' + where.removesuffix('@main')}`) or unset "
+                f"HF_HUB_OFFLINE{instead}"
             ) from exc
         raise OfflineError(
             f"{where} could not be fetched (the Hub is unreachable) and is not in the local cache "

@@ -77,3 +77,12 @@ def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) 
         assert find_fingerprint(store, "timm:test_resnet", "pets", LoadOptions()) == made
         with pytest.raises(HubtuneError, match="no vectors of dataset 'pets'"):  # a different seed asked for
             find_fingerprint(store, "timm:test_resnet", "pets", LoadOptions(weights="random:4"))
+
+
+@pytest.mark.parametrize("ref, pull", [("timm:test_resnet@abc", "hubtune pull timm:test_resnet@abc"),
+                                       ("torchvision:resnet18", "hubtune pull torchvision:resnet18@IMAGENET1K_V1")])
+def test_offline_miss_names_the_pull_and_random_weights(tmp_path: Path, ref: str, pull: str) -> None:
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    result = hubtune("info", ref, env=env, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"`{pull}`" in result.stderr and "--weights random" in result.stderr

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
+from hubtune.backbone import RANDOM_INSTEAD, Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
 from hubtune.errors import BackboneOptionError, ModelNotFoundError
 from hubtune.hfhub import require_safetensors, snapshot
 from hubtune.pooling import canonical_pool, pool_any
@@ -105,7 +105,8 @@ class TimmSource(Source):
 
     def _snapshot(self, ref: ModelRef, options: LoadOptions, weights: bool) -> tuple[Path, str]:
         patterns = ("*.json", "*.safetensors") if weights else ("*.json",)
-        folder, commit = snapshot(_hub_location(ref), ref.revision, offline=options.offline, allow_patterns=patterns)
+        folder, commit = snapshot(_hub_location(ref), ref.revision, offline=options.offline, allow_patterns=patterns,
+                                  asked=str(ref), instead=RANDOM_INSTEAD)
         if weights:
             require_safetensors(folder, f"timm:{ref.id}")
         return folder, commit

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
+from hubtune.backbone import RANDOM_INSTEAD, Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
 from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError, UnsafeModelError
 from hubtune.pooling import canonical_pool, pool_any
 from hubtune.refs import ModelRef
@@ -52,14 +52,16 @@ def _checkpoint_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
-def _fetch_checkpoint(url: str, offline: bool) -> Path:
+def _fetch_checkpoint(url: str, offline: bool, asked: str) -> Path:
     """The local checkpoint file, downloading it (hash-checked) unless offline."""
     import torch
 
     path = _checkpoint_path(url)
     if not path.is_file():
         if offline:
-            raise OfflineError(f"{path.name} is not in the torch hub cache ({path.parent}) and offline mode is on")
+            raise OfflineError(f"{path.name} is not in the torch hub cache ({path.parent}) and offline mode is on; "
+                               f"fetch it once with network (`hubtune pull {asked}`) or unset HF_HUB_OFFLINE"
+                               f"{RANDOM_INSTEAD}")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=torch.hub.HASH_REGEX.search(path.name).group(1))
     return path
@@ -184,7 +186,7 @@ class TorchvisionSource(Source):
     def pull(self, ref: ModelRef, options: LoadOptions) -> PullResult:
         self._check_name(ref)
         member = _weights_member(ref.id, ref.revision)
-        path = _fetch_checkpoint(member.url, options.offline)
+        path = _fetch_checkpoint(member.url, options.offline, f"torchvision:{ref.id}@{member.name}")
         return PullResult(ref=f"torchvision:{ref.id}@{member.name}", revision=member.name, path=str(path))
 
     def load(self, ref: ModelRef, options: LoadOptions) -> Backbone:
@@ -199,7 +201,8 @@ class TorchvisionSource(Source):
             if ref.id.startswith("vit_"):
                 kwargs["image_size"] = member.meta["min_size"][0]
             model = get_model(ref.id, weights=None, **kwargs)
-            state = _load_state(_fetch_checkpoint(member.url, options.offline), f"torchvision:{ref.id}@{member.name}")
+            what = f"torchvision:{ref.id}@{member.name}"
+            state = _load_state(_fetch_checkpoint(member.url, options.offline, what), what)
             model.load_state_dict(state)
             revision = member.name
         else:
