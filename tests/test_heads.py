@@ -115,3 +115,16 @@ def test_saved_head_gives_identical_probabilities(digits, kind: str, tmp_path: P
     np.testing.assert_array_equal(loaded.probabilities(xte, "ab" * 16), head.probabilities(xte))
     with pytest.raises(HeadError, match="trained on vectors " + "ab" * 16):
         loaded.probabilities(xte, "cd" * 16)
+
+
+@pytest.mark.parametrize("kind", ["linear", "knn"])
+def test_head_classes_are_those_it_is_fitted_on(kind: str) -> None:
+    """A label that only appears in the test split is no class of the head (it could never predict it)."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 20 + [1] * 20 + [2] * 5)
+    x = rng.normal(size=(len(y), 8)) + y[:, None]
+    splits = ["train"] * 40 + ["test"] * 5
+    head = train_head(_dataset(x, y, splits), kind, {"ref": "timm:x", "fingerprint": "ab" * 16, "options": {}})
+    assert head.classes == ["0", "1"]
+    with pytest.raises(HeadError, match="at least two classes in its train and val splits"):
+        train_head(_dataset(x[30:], y[30:], ["train"] * 10 + ["test"] * 5), kind, {"ref": "timm:x"})

@@ -40,6 +40,12 @@ def test_train_eval_predict(words, kind: str, tmp_path: Path) -> None:
     evaluated = json.loads(hubtune("eval", str(out), str(table), "--cache", str(cache), "--json").stdout)
     assert set(evaluated) >= {"n", "accuracy", "balanced_accuracy", "top5"} and evaluated["n"] == 24
     assert evaluated["accuracy"] >= 0.75
+    if kind == "linear":  # an unknown label is not scored, and eval says so
+        mixed = tmp_path / "mixed.jsonl"
+        mixed.write_text(table.read_text() + json.dumps({"text": "lukewarm", "label": "neutral"}) + "\n")
+        result = hubtune("eval", str(out), str(mixed), "--cache", str(cache), "--json")
+        assert json.loads(result.stdout)["skipped"] == 1
+        assert "1 items not scored" in result.stderr and "neutral" in result.stderr
 
     predicted = json.loads(hubtune("predict", str(out), "marvellous", "horrid", "--cache", str(cache), "--json").stdout)
     assert [row["input"] for row in predicted] == ["marvellous", "horrid"]

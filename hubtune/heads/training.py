@@ -45,10 +45,12 @@ def train_head(
     labelled = np.array([label is not None for label in data.labels])
     if not labelled.any():
         raise HeadError("the dataset has no labelled items; add a `label` column or class folders")
-    keep = np.flatnonzero(labelled)
+    # the head's classes are those it is fitted on: a label seen only in `test` would be a class
+    # with no training row, which it could never predict
+    keep = np.flatnonzero(labelled & np.isin(np.array(data.splits), ["train", "val"]))
     classes = sorted({data.labels[i] for i in keep})
     if len(classes) < 2:
-        raise HeadError(f"a classifier needs at least two classes, the dataset has {classes}")
+        raise HeadError(f"a classifier needs at least two classes in its train and val splits, the dataset has {classes}")
     subset = DatasetVectors(data.vectors[keep], [data.keys[i] for i in keep], [data.labels[i] for i in keep],
                             [data.splits[i] for i in keep], [data.origins[i] for i in keep], data.missing)
     index = {label: i for i, label in enumerate(classes)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,6 +13,8 @@ from hubtune.data import content_key
 from hubtune.heads.features import HeadError, metrics
 from hubtune.heads.trained import TrainedHead
 from hubtune.store import EmbeddingStore
+
+logger = logging.getLogger("hubtune")
 
 
 def load_head(folder: str | Path) -> TrainedHead:
@@ -105,4 +108,8 @@ def evaluate(head: TrainedHead, data: str | Path, cache: Path, batch_size: int =
     y = np.array([known[vectors.labels[i]] for i in rows])
     report = metrics(head.probabilities(vectors.vectors[rows], head.model["fingerprint"]), y, head.classes)
     report["skipped"] = len(vectors.labels) - len(rows) + vectors.missing
+    unknown = [label for label in vectors.labels if label is not None and label not in known]
+    if unknown:  # scored rows only: say so, or the accuracy reads as the whole dataset's
+        logger.warning("%d items not scored: their labels are not among the head's classes (%s): %s",
+                       len(unknown), ", ".join(head.classes), ", ".join(sorted(set(unknown))[:10]))
     return report
