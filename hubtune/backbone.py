@@ -273,13 +273,22 @@ class Backbone(ABC):
         self.model = torch.compile(self.model)
 
     def embed(self, items: Sequence[Any], batch_size: int = 32) -> "np.ndarray":
-        """Embed raw inputs (texts, image bytes or PIL images) -> float32 ``(N, dim)``."""
+        """Embed raw inputs (texts, image bytes or PIL images) -> float32 ``(N, dim)``.
+
+        Preprocesses one batch at a time, so many images never sit in memory as tensors at once.
+        """
         import numpy as np
 
-        chunks = []
-        for start in range(0, len(items), batch_size):
-            samples = [self.preprocessor(item) for item in items[start : start + batch_size]]
-            chunks.append(self.embed_batch(self.preprocessor.collate(samples)).numpy())
+        parts = [self.embed_samples([self.preprocessor(item) for item in items[start : start + batch_size]], batch_size)
+                 for start in range(0, len(items), batch_size)]
+        return np.concatenate(parts) if parts else self.embed_samples([])
+
+    def embed_samples(self, samples: Sequence[dict[str, "torch.Tensor"]], batch_size: int = 32) -> "np.ndarray":
+        """Embed preprocessed samples -> float32 ``(N, dim)``, ``batch_size`` at a time."""
+        import numpy as np
+
+        chunks = [self.embed_batch(self.preprocessor.collate(samples[start : start + batch_size])).numpy()
+                  for start in range(0, len(samples), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
     @property

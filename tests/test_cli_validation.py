@@ -86,3 +86,22 @@ def test_offline_miss_names_the_pull_and_random_weights(tmp_path: Path, ref: str
     result = hubtune("info", ref, env=env, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"`{pull}`" in result.stderr and "--weights random" in result.stderr
+
+
+def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
+    import hubtune as api
+    from hubtune.heads.training import train_head
+    from hubtune.vectors import DatasetVectors
+
+    model = "hf:sentence-transformers/all-MiniLM-L6-v2"
+    words = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad"]
+    vectors = api.load_backbone(model, precision="fp32").embed(words)
+    backbone = api.load_backbone(model, precision="fp32")
+    data = DatasetVectors(vectors, [f"{i:032x}" for i in range(8)], ["pos"] * 4 + ["neg"] * 4,
+                          ["train", "train", "train", "val"] * 2, [""] * 8, 0)
+    head = train_head(data, "knn", {"ref": model, "fingerprint": backbone.fingerprint("float16"),
+                                    "options": {"precision": "fp32"}}, k=3)
+    head.save(tmp_path / "head")
+    result = hubtune("predict", str(tmp_path / "head"), "lovely", "", "  ", "--cache", str(tmp_path / "c"), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "2 of the inputs cannot be embedded: '': empty text; '  ': empty text" in result.stderr

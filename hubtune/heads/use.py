@@ -10,6 +10,7 @@ import numpy as np
 
 from hubtune.backbone import Backbone, LoadOptions
 from hubtune.data import content_key
+from hubtune.errors import InputError
 from hubtune.heads.features import HeadError, metrics
 from hubtune.heads.trained import TrainedHead
 from hubtune.store import EmbeddingStore
@@ -53,14 +54,22 @@ def stored_dtype(head: TrainedHead, backbone: Backbone) -> str:
     return "float16" if backbone.fingerprint("float16") == head.model["fingerprint"] else "float32"
 
 
-def embed_through_store(store: EmbeddingStore, backbone: Backbone, dtype: str, raws: Sequence[Any]) -> np.ndarray:
-    """Vectors for raw inputs, reusing cached ones and caching the rest (keyed by content hash)."""
+def embed_through_store(store: EmbeddingStore, backbone: Backbone, dtype: str, raws: Sequence[Any],
+                        names: Sequence[str]) -> np.ndarray:
+    """Vectors for raw inputs, reusing cached ones and caching the rest (keyed by content hash).
+
+    An input the preprocessor refuses stops the call with every such input's name and reason.
+    """
     fingerprint = backbone.fingerprint(dtype)
     keys = [content_key(raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)) for raw in raws]
     present = store.has(fingerprint, keys)
     missing = [i for i, has in enumerate(present) if not has]
     if missing:
-        vectors = backbone.embed([raws[i] for i in missing]).astype(dtype)
+        samples = backbone.preprocessor.prepare_many([raws[i] for i in missing])
+        bad = [f"{names[i]!r}: {sample}" for i, sample in zip(missing, samples) if isinstance(sample, InputError)]
+        if bad:
+            raise HeadError(f"{len(bad)} of the inputs cannot be embedded: " + "; ".join(bad))
+        vectors = backbone.embed_samples(samples).astype(dtype)
         store.register(fingerprint, backbone.fingerprint_fields(dtype), backbone.dim, dtype)
         store.put_batch(fingerprint, [keys[i] for i in missing], vectors)
     return store.get(fingerprint, keys)
@@ -79,7 +88,7 @@ def predict(head: TrainedHead, inputs: Sequence[str], cache: Path) -> list[dict[
         else:
             raws.append(text)
     with EmbeddingStore(cache) as store:
-        vectors = embed_through_store(store, backbone, stored_dtype(head, backbone), raws)
+        vectors = embed_through_store(store, backbone, stored_dtype(head, backbone), raws, inputs)
     probabilities = head.probabilities(vectors, head.model["fingerprint"])
     return [
         {"input": text, "label": head.classes[int(p.argmax())], "score": round(float(p.max()), 6)}
