@@ -38,5 +38,7 @@ def to_rgb_image(item: ImageInput) -> "Image.Image":
                 return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"decompression bomb refused: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:  # its message names an in-memory buffer, not the file
+        raise InputError(f"not an image: Pillow recognises no image format in its first bytes {bytes(item[:8])!r}") from exc
     except Exception as exc:  # Pillow raises many types for broken files
         raise InputError(f"not a readable image: {type(exc).__name__}: {exc}") from exc
