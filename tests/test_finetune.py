@@ -180,7 +180,7 @@ def test_cache_budget_is_refused_with_the_size(image_data: Path, tmp_path: Path)
 
     backbone = _backbone("timm:test_resnet", small=True)
     encoder = SplitEncoder(backbone, backbone.blocks(), 0)
-    with pytest.raises(ActivationCacheError, match=r"GB, over --max-cache-gb 1e-06"):
+    with pytest.raises(ActivationCacheError, match=r"= [0-9.]+ MB, over --max-cache-gb 1e-06"):
         choose_mode("cache", encoder, 1000, 1e-6)
     assert choose_mode("auto", encoder, 1000, 1e-6)[0] == "recompute"
     assert choose_mode("cache", encoder, 1000, 1.0)[0] == "cache"

@@ -95,7 +95,7 @@ def cache_bytes(encoder: Backbone, rows: int) -> int:
 def choose_mode(mode: str, encoder: Backbone, rows: int, max_cache_gb: float) -> tuple[str, str]:
     """``cache`` or ``recompute``, and why; ``cache`` over the budget is refused with the size."""
     need = cache_bytes(encoder, rows)
-    size = f"{rows} items x {encoder.dim} float16 values = {need / 1e9:.2f} GB"
+    size = f"{rows} items x {encoder.dim} float16 values = " + (f"{need / 1e9:.2f} GB" if need >= 1e8 else f"{need / 1e6:.1f} MB")
     if mode == "recompute":
         return "recompute", f"asked to recompute the frozen part each epoch ({size} if cached)"
     if need <= max_cache_gb * 1e9:
