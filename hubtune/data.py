@@ -11,7 +11,9 @@ Folder layouts::
     data/pos/a.txt, data/neg/b.txt                 -> text items (.txt files)
 
 Tables have a ``text`` or a ``path`` column (paths relative to the table's folder), an optional
-``label`` and an optional ``split``.
+``label`` and an optional ``split``; a leading UTF-8 byte-order mark is ignored. A row whose bytes
+are not UTF-8 is still an item (keyed by those bytes, its annotations read leniently) whose payload
+the preprocessor rejects, so one stray byte costs that row an error record, not the whole table.
 
 Reading an item's bytes for hashing does not decode it; decoding happens in the extractor's
 workers, and only for items the store does not already hold.
@@ -23,8 +25,9 @@ import csv
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from hubtune.errors import HubtuneError
 from hubtune.fingerprint import hash_file
@@ -51,11 +54,15 @@ class Item:
     origin: str
     text: str | None = None  # text items keep their text
     path: str | None = None  # file items are read again by the extractor's workers
+    data: bytes | None = None  # a table row that is not UTF-8 keeps its bytes
 
     def raw(self) -> str | bytes:
-        """What a backbone's preprocessor takes: the text, or the file's bytes."""
+        """What a backbone's preprocessor takes: the text, the row's bytes (which it rejects with the
+        reason), or the file's bytes."""
         if self.text is not None:
             return self.text
+        if self.data is not None:
+            return self.data
         return Path(self.path).read_bytes()
 
 
@@ -121,23 +128,58 @@ def _iter_folder(root: Path) -> Iterator[Item]:
                 yield Item(_file_key(path), folder.name, split, str(path), path=str(path))
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
+Row = tuple[int, dict, bytes | None]  # (line the row starts on, its fields, its bytes if they are not UTF-8)
+
+
+def _rows(path: Path) -> Iterator[Row]:
+    """The table's rows. Bytes that are not UTF-8 are read as surrogate escapes (the C decoder's
+    speed, no per-row decoding in Python), which one encode per row then finds."""
     kind = TABLE_SUFFIXES[path.suffix.lower()]
-    with open(path, newline="", encoding="utf-8") as handle:
-        if kind == "jsonl":
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        yield number, json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}:{number}: not valid JSON: {exc}") from exc
-        else:
-            for number, row in enumerate(csv.DictReader(handle, delimiter=kind), start=2):
-                yield number, row
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        yield from (_jsonl_rows(path, handle) if kind == "jsonl" else _csv_rows(handle, kind))
+
+
+def _undecodable(text: str) -> bytes | None:
+    """The bytes behind ``text`` when some were not UTF-8 (read as surrogate escapes), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return None
+
+
+def _lenient(data: bytes) -> str:
+    """A row that is not UTF-8, readable (U+FFFD for the bad bytes): its item fails anyway, but its
+    label and split still go into the manifest, which must hold valid text."""
+    return data.decode("utf-8", "replace")
+
+
+def _jsonl_rows(path: Path, handle: TextIO) -> Iterator[Row]:
+    for number, line in enumerate(handle, start=1):
+        if line.strip():
+            data = _undecodable(line)  # checked before parsing: JSON escapes may spell surrogates too
+            try:
+                row = json.loads(line if data is None else _lenient(data))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON: {exc}") from exc
+            yield number, row, None if data is None else data.rstrip(b"\r\n")
+
+
+def _csv_rows(handle: TextIO, delimiter: str) -> Iterator[Row]:
+    reader = csv.reader(handle, delimiter=delimiter)
+    header = next(reader, [])
+    end = reader.line_num
+    for fields in reader:
+        start, end = end + 1, reader.line_num  # line_num is where a record ends; a quoted field may span lines
+        if fields:  # a blank line is no row
+            data = _undecodable(delimiter.join(fields))
+            if data is not None:
+                fields = [_lenient(field.encode("utf-8", "surrogateescape")) for field in fields]
+            yield start, dict(zip_longest(header, fields)), data  # a short row reads None, as in csv.DictReader
 
 
 def _table_columns(path: Path) -> str:
-    for _, row in _rows(path):
+    for _, row, _ in _rows(path):
         if "text" in row:
             return "text"
         if "path" in row:
@@ -150,13 +192,15 @@ def _iter_table(path: Path) -> Iterator[Item]:
     column = _table_columns(path)
     table = path.resolve()
     base = table.parent
-    for number, row in _rows(path):
+    for number, row, data in _rows(path):
         origin = f"{table}:{number}"
         label = row.get("label")
         label = None if label in (None, "") else str(label)
         split = str(row.get("split") or "train")
         value = row.get(column)
-        if column == "text":
+        if data is not None:
+            yield Item(content_key(data), label, split, origin, data=data)
+        elif column == "text":
             text = "" if value is None else str(value)
             yield Item(_text_key(text), label, split, origin, text=text)
         else:

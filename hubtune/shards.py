@@ -91,7 +91,9 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def _item_row(item: Item) -> str:
-    return canonical_json([item.key.hex(), item.label, item.split, item.origin, item.text, item.path])
+    row = [item.key.hex(), item.label, item.split, item.origin, item.text, item.path]
+    # a table row that is not UTF-8 travels as its bytes; other rows keep the six fields plans always had
+    return canonical_json(row if item.data is None else [*row, item.data.hex()])
 
 
 def read_plan(folder: str | Path) -> Plan:
@@ -136,8 +138,9 @@ def write_plan(folder: str | Path, dataset: Dataset, name: str, ref: str, option
 def read_items(folder: str | Path, shard: Shard) -> list[Item]:
     items = []
     for line in (Path(folder) / "items" / f"{shard.name}.jsonl").read_text().splitlines():
-        key, label, split_name, origin, text, path = json.loads(line)
-        items.append(Item(bytes.fromhex(key), label, split_name, origin, text=text, path=path))
+        key, label, split_name, origin, text, path, *data = json.loads(line)
+        items.append(Item(bytes.fromhex(key), label, split_name, origin, text=text, path=path,
+                          data=bytes.fromhex(data[0]) if data else None))
     return items
 
 

@@ -14,7 +14,7 @@ from hubtune.backbone import LoadOptions  # noqa: E402
 from hubtune.data import open_dataset  # noqa: E402
 from hubtune.extract import extract  # noqa: E402
 from hubtune.shard_merge import merge  # noqa: E402
-from hubtune.shards import ShardError, ShardRunner, read_plan, write_plan  # noqa: E402
+from hubtune.shards import ShardError, ShardRunner, read_items, read_plan, write_plan  # noqa: E402
 from hubtune.store import EmbeddingStore  # noqa: E402
 
 OPTIONS = LoadOptions(weights="random:3", device="cpu", precision="fp32")
@@ -90,8 +90,6 @@ def test_a_shard_decoded_elsewhere_writes_the_bytes_of_one_decoded_in_place(plan
     """``--decoders``: what a CPU decode actor packs and the embedding actor unpacks changes no byte."""
     from hubtune.engines.decode_stage import pack, unpack
     from hubtune.extract import prepare_items
-    from hubtune.shards import read_items
-
     _, folder, _ = planned
     shard = read_plan(folder).shards[-1]  # holds the repeated text and the empty one
     runner = ShardRunner(folder, batch_size=4)
@@ -154,3 +152,13 @@ def test_merge_refuses_a_damaged_shard(planned: tuple[Path, Path, str], tmp_path
     emb.write_bytes(emb.read_bytes()[:-2] + b"\x00\x01")
     with EmbeddingStore(tmp_path / "store") as store, pytest.raises(ShardError, match="shard-000001.npy .*sha256"):
         merge(folder, store)
+
+
+def test_a_row_that_is_not_utf8_travels_in_the_plan_as_its_bytes(tmp_path: Path, tiny_bert_repo: str) -> None:
+    data = tmp_path / "mixed.jsonl"
+    data.write_bytes(b'{"text": "fine", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n')
+    plan = write_plan(tmp_path / "shards", open_dataset(data), "mixed", f"hf:{tiny_bert_repo}", OPTIONS, "float16",
+                      shards=1)
+    (shard,) = plan.shards
+    assert read_items(tmp_path / "shards", shard) == open_dataset(data).items()
+    assert read_items(tmp_path / "shards", shard)[1].data == b'{"text": "caf\xe9", "label": "b"}'
