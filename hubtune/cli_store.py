@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
+from hubtune.cli_common import (cache_option, dataset_name_callback, emit, json_option, model_options, print_table,
+                                resolve_cache, resolve_workers)
 from hubtune.cli_scale import engine_options, extract_on_engine
 
 STORED_DTYPES = ("float16", "float32")
@@ -26,7 +27,8 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.argument("ref")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @cache_option
-@click.option("--dataset", "dataset_name", default=None, help="Name to record DATA under (default: its file or folder name).")
+@click.option("--dataset", "dataset_name", default=None, callback=dataset_name_callback,
+              help="Name to record DATA under (default: its file or folder name).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default="auto", show_default=True,
               help="DataLoader worker processes for reading/decoding (auto: 0 for text, half the CPUs for images).")
@@ -132,7 +134,7 @@ def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
                 "vectors": count, "bytes": count * meta["dim"] * itemsize,
                 "errors": len(store.errors(fingerprint)),
             })
-        datasets = [{"name": name, "items": len(store.manifest(name)["keys"])} for name in store.datasets()]
+        datasets = [{"name": name, "items": len(manifest["keys"])} for name, manifest in store.manifests()]
     data = {"fingerprints": rows, "datasets": datasets}
 
     def table(d: dict) -> None:
@@ -176,27 +178,44 @@ def cache_errors(cache_dir: Path | None, fingerprint: str | None, dataset_name: 
     from hubtune.store import EmbeddingStore
 
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        wanted = set(store.manifest(dataset_name)["keys"]) if dataset_name else None
+        own = None if dataset_name is None else _origins_by_key(store.manifest(dataset_name))
         rows = [
-            {"fingerprint": fp, "key": key.hex(), "origin": record.get("origin"), "reason": record.get("reason")}
+            {"fingerprint": fp, "key": key.hex(), "origin": origin, "reason": record.get("reason")}
             for fp in ([fingerprint] if fingerprint else store.fingerprints())
             for key, record in store.errors(fp).items()
-            if wanted is None or key.hex() in wanted
+            for origin in (own.get(key.hex(), []) if own is not None else [record.get("origin")])
         ]
     emit(rows, as_json, lambda d: print_table(d, ["origin", "reason", "fingerprint"], f"{len(d)} failed items"))
 
 
+def _origins_by_key(manifest: dict[str, list]) -> dict[str, list[str]]:
+    """A dataset's files by content key, to show a failed item by the dataset's own files.
+
+    An error record is shared by every file with the same bytes, in any dataset, and keeps the
+    origin of the first one to fail, which may be another dataset's file.
+    """
+    origins: dict[str, list[str]] = {}
+    for key, origin in zip(manifest["keys"], manifest["origins"]):
+        origins.setdefault(key, []).append(origin)
+    return origins
+
+
 @cache.command("prune")
 @cache_option
-@click.option("--fingerprint", default=None, help="Drop this fingerprint's vectors and errors.")
-@click.option("--dataset", "dataset_name", default=None, help="Drop this dataset's manifest.")
+@click.option("--fingerprint", default=None, help="Drop this fingerprint's vectors, errors and indexes.")
+@click.option("--dataset", "dataset_name", default=None, help="Drop this dataset's manifest and indexes.")
 @json_option
 def cache_prune(cache_dir: Path | None, fingerprint: str | None, dataset_name: str | None, as_json: bool) -> None:
-    """Drop a fingerprint (its vectors and error records) or a dataset manifest."""
+    """Drop a fingerprint (its vectors and error records) or a dataset manifest, and their FAISS indexes."""
+    from hubtune.index import INDEX_FOLDER, remove_indexes
     from hubtune.store import EmbeddingStore
 
-    if not fingerprint and not dataset_name:
+    if fingerprint is None and dataset_name is None:
         raise click.UsageError("say what to drop: --fingerprint FP and/or --dataset NAME (see `hubtune cache ls`)")
     with EmbeddingStore(resolve_cache(cache_dir)) as store:
         removed = store.prune(fingerprint=fingerprint, dataset=dataset_name)
-    emit({"removed": removed}, as_json, lambda d: click.echo(f"removed {d['removed']} entries"))
+    folder = resolve_cache(cache_dir) / INDEX_FOLDER
+    indexes = [*([] if fingerprint is None else remove_indexes(folder, fingerprint=fingerprint.lower())),
+               *([] if dataset_name is None else remove_indexes(folder, dataset=dataset_name))]
+    emit({"removed": removed, "indexes": [str(path) for path in indexes]}, as_json,
+         lambda d: click.echo(f"removed {d['removed']} entries and {len(d['indexes'])} index files"))

@@ -33,6 +33,7 @@ HNSW_M = 32
 FLAT_MAX_ROWS = 20_000  # below this, exact search is fast enough and needs no training
 DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE_FRACTION = 1 / 16  # of the lists; at least 16
+INDEX_FOLDER = "indexes"  # a dataset's index files live in <cache>/indexes/
 
 
 class IndexOptionError(HubtuneError, ValueError):
@@ -228,6 +229,32 @@ def _vouched_entry(path: Path) -> dict[str, Any] | None:
         if isinstance(entry, dict) and entry.get("sha256") == digest:
             return {key: value for key, value in entry.items() if key != "previous"}
     return None
+
+
+def remove_indexes(folder: Path, **identity: str) -> list[Path]:
+    """Delete the index files under ``folder`` whose sidecar matches ``identity`` (e.g. ``dataset=``);
+    return them. Matched by the sidecar, not by file name: a name pattern built from a dataset name
+    could reach outside ``folder`` or catch another dataset whose name starts the same way."""
+    removed = []
+    for side in sorted(folder.rglob("*.faiss.json")) if folder.is_dir() else []:
+        try:
+            sidecar = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(sidecar, dict) and all(sidecar.get(key) == value for key, value in identity.items()):
+            index_file = side.with_suffix("")
+            for file in (index_file, side):
+                file.unlink(missing_ok=True)
+            removed.append(index_file)
+            _remove_empty_folders(side.parent, folder)
+    return removed
+
+
+def _remove_empty_folders(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``root`` while they are empty."""
+    while folder != root and folder.is_relative_to(root) and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def load(path: Path, identity: dict[str, Any]) -> tuple[Any, IndexSpec] | None:

@@ -15,11 +15,19 @@ database        key                                                    value
 ``keys``        fingerprint + content key (16 bytes)                    block number + row (12 bytes)
 ``errors``      fingerprint + content key                               JSON: reason, origin
 ``manifests``   dataset name (UTF-8)                                    zlib'd JSON: keys, labels, ...
+``extracted``   dataset name (UTF-8)                                    fingerprints (16 bytes each)
 ``requests``    hash of an extract request (reference + options)       fingerprint it resolved to
 ==============  =====================================================  ===============================
 
 ``requests`` lets a rerun of the same ``extract`` know its fingerprint without loading the model,
 so a fully cached dataset finishes in well under a second.
+
+``extracted`` says under which fingerprints a dataset was extracted: those that held every one of
+its items (a vector or an error) when its manifest was recorded. Extract records the manifest last,
+so its own fingerprint is always among them, and a fingerprint that merely shares some files with the
+dataset (from another dataset) never is. ``verify`` judges a manifest only under those. Stores written
+before this database existed have no entry: their manifests are judged as they were then, under
+every fingerprint holding any of their items, until an extract records them again.
 
 A block header carries the dtype, dim, row count and the CRC32 of the vector bytes, so ``verify``
 detects any damaged byte. One write transaction per batch, ``sync`` on, no ``writemap``: a crash
@@ -54,6 +62,11 @@ _HEADER = struct.Struct("<4sBxHII")  # magic, dtype code, pad, reserved, dim, ro
 _CRC = struct.Struct("<I")
 _LOCATION = struct.Struct(">QI")  # block number, row
 _BLOCK_NUMBER = struct.Struct(">Q")
+_PAST_KEYS = b"\xff" * (KEY_BYTES + 1)  # after fingerprint: sorts past every key of that fingerprint
+_LOST = ", which held all of them when the dataset was recorded (entries lost: run its extract again)"
+_UNRECORDED = (" (an interrupted extract, or a dataset recorded by an older hubtune that shares files with one "
+               "extracted with that fingerprint: run this dataset's extract again, which records what it was "
+               "extracted with)")
 _SCAN_PAGE = 65536  # key-index entries read per page when scanning a fingerprint's run
 _MAGIC = b"HTB1"
 _DTYPES = {1: "float16", 2: "float32"}
@@ -63,6 +76,45 @@ _HANDLES: "weakref.WeakSet[EmbeddingStore]" = weakref.WeakSet()  # open handles,
 
 class StoreError(HubtuneError):
     """The store is damaged, misused, or cannot be written."""
+
+
+class DatasetNameError(StoreError, ValueError):
+    """A dataset name that cannot be a key of the store and part of an index file name."""
+
+    exit_code = 2
+
+
+MAX_NAME_BYTES = 200  # an index file name adds ~45 bytes; file systems allow 255
+
+
+def _name_problem(name: str) -> str | None:
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name.startswith("."):
+        return "starts with a dot"
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in name):
+        return "contains a control character"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it can name a dataset, else a :class:`DatasetNameError` saying why and what to pass.
+
+    A dataset name becomes part of index file names under the cache folder, so a separator, a
+    leading dot (``..``) or a control character would put files outside it or hide them.
+    """
+    problem = _name_problem(name)
+    if problem is not None:
+        raise DatasetNameError(
+            f"dataset name {name!r} {problem}; a dataset name is 1 to {MAX_NAME_BYTES} bytes without '/', '\\', "
+            "control characters or a leading '.', e.g. 'train-images'; pass one with --dataset NAME (one an older "
+            "hubtune recorded can still be dropped with `hubtune cache prune --dataset`)"
+        )
+    return name
 
 
 @dataclass
@@ -80,9 +132,13 @@ class VerifyReport:
 
 
 def _fp(fingerprint: str) -> bytes:
-    raw = bytes.fromhex(fingerprint)
+    try:
+        raw = bytes.fromhex(fingerprint)
+    except ValueError:
+        raw = b""
     if len(raw) != FP_BYTES:
-        raise StoreError(f"fingerprint {fingerprint!r} is not {FP_BYTES} bytes of hex")
+        raise StoreError(f"fingerprint {fingerprint!r} is not {FP_BYTES} bytes of hex; "
+                         "copy one from `hubtune cache ls --json`")
     return raw
 
 
@@ -165,6 +221,16 @@ class EmbeddingStore:
         self._errors = self.env.open_db(b"errors", create=create)
         self._manifests = self.env.open_db(b"manifests", create=create)
         self._requests = self.env.open_db(b"requests", create=create)
+        self._extracted = self._optional_db(b"extracted", create)
+
+    def _optional_db(self, name: bytes, create: bool) -> Any:
+        """A database added after stores were first written: None in an older store opened read-only."""
+        import lmdb
+
+        try:
+            return self.env.open_db(name, create=create)
+        except lmdb.NotFoundError:
+            return None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _guard(self) -> None:
@@ -315,7 +381,7 @@ class EmbeddingStore:
             return locations
         # keys sort by fingerprint first: the run for this fingerprint is contiguous, and its end is
         # found by bisecting pages of it (no Python call per key)
-        past_run = (fp + b"\xff" * (KEY_BYTES + 1),)
+        past_run = (fp + _PAST_KEYS,)
         items = cursor.iternext()
         run: list[tuple[bytes, bytes]] = []
         while True:
@@ -433,34 +499,124 @@ class EmbeddingStore:
 
     # -- manifests -------------------------------------------------------------------------------
     def put_manifest(self, name: str, manifest: dict[str, list]) -> None:
-        """Record a dataset: parallel lists ``keys`` (hex), ``labels``, ``splits``, ``origins``."""
+        """Record a dataset: parallel lists ``keys`` (hex), ``labels``, ``splits``, ``origins``.
+
+        Record it once its vectors are stored, as extract does: the fingerprints that hold every
+        item at this moment are recorded with it as the ones it was extracted with.
+        """
         self._guard()
+        check_dataset_name(name)
         lengths = {column: len(values) for column, values in manifest.items()}
         if len(set(lengths.values())) > 1:
             raise StoreError(f"manifest columns differ in length: {lengths}")
         value = zlib.compress(json.dumps(manifest, separators=(",", ":")).encode(), 3)
+        with self.env.begin() as txn:  # a rerun records the same manifest: its fingerprints need no new check
+            same = txn.get(name.encode(), db=self._manifests) == value
+            known = set(_split_fingerprints(txn.get(name.encode(), db=self._extracted) or b"")) if same else set()
+        extracted = b"".join(sorted(known | self._complete_fingerprints(manifest_keys(manifest), known)))
         with self._write() as txn:
-            if txn.get(name.encode(), db=self._manifests) != value:  # a rerun changes no byte
-                txn.put(name.encode(), value, db=self._manifests)
+            for db, new in ((self._manifests, value), (self._extracted, extracted)):
+                if txn.get(name.encode(), db=db) != new:  # a rerun changes no byte
+                    txn.put(name.encode(), new, db=db)
 
     def manifest(self, name: str) -> dict[str, list]:
         self._guard()
+        check_dataset_name(name)
         with self.env.begin() as txn:
             value = txn.get(name.encode(), db=self._manifests)
-        if value is None:
-            raise StoreError(f"no dataset called {name!r} in {self.path}; datasets: {', '.join(self.datasets()) or 'none'}")
+            if value is None:
+                raise self._no_dataset(txn, name)
         return json.loads(zlib.decompress(value))
+
+    def manifests(self) -> Iterator[tuple[str, dict[str, list]]]:
+        """Every dataset with its manifest, by the name it was recorded under (also a name recorded
+        before names were checked, so such a dataset can still be listed and pruned)."""
+        self._guard()
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=self._manifests):
+                yield key.decode(), json.loads(zlib.decompress(value))
 
     def datasets(self) -> list[str]:
         self._guard()
         with self.env.begin() as txn:
-            return [key.decode() for key, _ in txn.cursor(db=self._manifests)]
+            return self._dataset_names(txn)
+
+    def _dataset_names(self, txn: Any) -> list[str]:
+        return [key.decode() for key, _ in txn.cursor(db=self._manifests)]
+
+    def _no_dataset(self, txn: Any, name: str) -> StoreError:
+        names = ", ".join(repr(known) for known in self._dataset_names(txn)) or "none"
+        return StoreError(f"no dataset called {name!r} in {self.path}; datasets: {names}")
+
+    # -- which fingerprints hold a dataset ---------------------------------------------------------
+    def _stored_fingerprints(self, txn: Any) -> set[bytes]:
+        """Fingerprints with a vector or an error record (vectors may be stored unregistered): one
+        cursor jump per fingerprint, not a scan of its keys."""
+        found: set[bytes] = set()
+        for db in (self._keys, self._errors):
+            cursor = txn.cursor(db=db)
+            more = cursor.first()
+            while more:
+                fp = bytes(cursor.key()[:FP_BYTES])
+                found.add(fp)
+                more = cursor.set_range(fp + _PAST_KEYS)
+        return found
+
+    def _absent(self, fp: bytes, keys: Sequence[bytes]) -> int:
+        """How many of ``keys`` have neither a vector nor an error record under ``fp``."""
+        import numpy as np
+
+        without_vector = np.flatnonzero(self.locate(fp.hex(), keys)[:, 0] < 0)
+        with self.env.begin() as txn:
+            return sum(txn.get(fp + keys[i], db=self._errors) is None for i in without_vector)
+
+    def _complete_fingerprints(self, keys: Sequence[bytes], skip: set[bytes]) -> set[bytes]:
+        """Fingerprints (other than ``skip``) under which every key has a vector or an error record."""
+        if not keys:
+            return set()
+        sample = keys[:: max(1, len(keys) // 64)]  # a cheap filter before the full check
+        with self.env.begin() as txn:
+            candidates = [fp for fp in self._stored_fingerprints(txn) - skip
+                          if all(self._holds(txn, fp, key) for key in sample)]
+        return {fp for fp in candidates if not self._absent(fp, keys)}
+
+    def _holds(self, txn: Any, fp: bytes, key: bytes) -> bool:
+        return txn.get(fp + key, db=self._keys) is not None or txn.get(fp + key, db=self._errors) is not None
+
+    def _extracted_with(self, name: str, keys: Sequence[bytes]) -> tuple[list[bytes], bool]:
+        """The fingerprints dataset ``name`` was extracted with, and whether the store recorded them.
+
+        A manifest recorded before the store kept them: every fingerprint with a vector for any of
+        its first 1000 items, as then (which also takes in fingerprints that only share files).
+        """
+        with self.env.begin() as txn:
+            recorded = None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
+            if recorded is not None:
+                return _split_fingerprints(recorded), True
+            return [fp for fp in self._stored_fingerprints(txn)
+                    if any(txn.get(fp + key, db=self._keys) is not None for key in keys[:1000])], False
 
     # -- maintenance -----------------------------------------------------------------------------
     def verify(self) -> VerifyReport:
-        """Check every block's CRC, every key's location, and that manifests point at vectors."""
+        """Check every block's CRC and every key's location, and that each manifest's items are all
+        there under each fingerprint it was extracted with (not under one that merely shares files)."""
         self._guard()
         report = VerifyReport()
+        self._verify_vectors(report)
+        for name, manifest in self.manifests():
+            report.manifests += 1
+            keys = manifest_keys(manifest)
+            fingerprints, recorded = self._extracted_with(name, keys)
+            for fp in fingerprints:
+                absent = self._absent(fp, keys)
+                if absent:
+                    report.problems.append(
+                        f"dataset {name!r}: {absent} items have neither a vector nor an error under fingerprint "
+                        f"{fp.hex()}{_LOST if recorded else _UNRECORDED}"
+                    )
+        return report
+
+    def _verify_vectors(self, report: VerifyReport) -> None:
         block_rows: dict[bytes, int] = {}
         with self.env.begin(buffers=True) as txn:
             for key, value in txn.cursor(db=self._blocks):
@@ -470,52 +626,59 @@ class EmbeddingStore:
                     block_rows[key] = decode_block(value).shape[0]
                 except StoreError as exc:
                     report.problems.append(f"block {key[FP_BYTES:].hex()} of {key[:FP_BYTES].hex()}: {exc}")
-            fingerprints: set[bytes] = set()
             for key, value in txn.cursor(db=self._keys):
                 report.vectors += 1
-                fingerprints.add(bytes(key[:FP_BYTES]))
                 block, row = _LOCATION.unpack(value)
                 rows = block_rows.get(bytes(key[:FP_BYTES]) + _BLOCK_NUMBER.pack(block))
                 if rows is None or row >= rows:
                     report.problems.append(f"key {bytes(key[FP_BYTES:]).hex()} points at a missing vector")
-        for name in self.datasets():
-            report.manifests += 1
-            keys = [bytes.fromhex(k) for k in self.manifest(name)["keys"]]
-            with self.env.begin() as txn:
-                for fp in fingerprints:
-                    if self._fp_covers_any(txn, fp, keys):
-                        absent = sum(
-                            txn.get(fp + k, db=self._keys) is None and txn.get(fp + k, db=self._errors) is None
-                            for k in keys
-                        )
-                        if absent:
-                            report.problems.append(
-                                f"dataset {name!r}: {absent} items have neither a vector nor an error "
-                                f"under fingerprint {fp.hex()} (an interrupted extract: run it again)"
-                            )
-        return report
-
-    def _fp_covers_any(self, txn: Any, fp: bytes, keys: list[bytes]) -> bool:
-        return any(txn.get(fp + k, db=self._keys) is not None for k in keys[:1000])
 
     def prune(self, fingerprint: str | None = None, dataset: str | None = None) -> int:
-        """Drop a fingerprint's vectors, errors and metadata, or a dataset's manifest; return entries removed."""
+        """Drop a fingerprint's vectors, errors and metadata, and/or a dataset's manifest; return
+        entries removed. A fingerprint or dataset the store does not hold is an error that lists
+        what it holds (a typo must not pass for a prune), and then nothing is removed."""
         self._guard()
         removed = 0
         with self._write() as txn:
             if fingerprint is not None:
-                fp = _fp(fingerprint)
-                for db in (self._blocks, self._keys, self._errors):
-                    cursor = txn.cursor(db=db)
-                    if cursor.set_range(fp):
-                        while cursor.key()[:FP_BYTES] == fp:
-                            removed += 1
-                            if not cursor.delete():
-                                break
-                removed += int(txn.delete(fp, db=self._fingerprints))
-                stale = [bytes(k) for k, v in txn.cursor(db=self._requests) if bytes(v) == fp]
-                for key in stale:
-                    txn.delete(key, db=self._requests)
+                removed += self._prune_fingerprint(txn, fingerprint)
             if dataset is not None:
-                removed += int(txn.delete(dataset.encode(), db=self._manifests))
+                if not dataset or not txn.delete(dataset.encode(), db=self._manifests):  # LMDB refuses b"" keys
+                    raise self._no_dataset(txn, dataset)
+                txn.delete(dataset.encode(), db=self._extracted)
+                removed += 1
         return removed
+
+    def _prune_fingerprint(self, txn: Any, fingerprint: str) -> int:
+        fp = _fp(fingerprint)
+        known = self._stored_fingerprints(txn) | {bytes(key) for key, _ in txn.cursor(db=self._fingerprints)}
+        if fp not in known:
+            raise StoreError(f"no fingerprint {fingerprint} in {self.path}; fingerprints: "
+                             f"{', '.join(sorted(f.hex() for f in known)) or 'none'} (see `hubtune cache ls`)")
+        removed = 0
+        for db in (self._blocks, self._keys, self._errors):
+            cursor = txn.cursor(db=db)
+            if cursor.set_range(fp):
+                while cursor.key()[:FP_BYTES] == fp:
+                    removed += 1
+                    if not cursor.delete():
+                        break
+        removed += int(txn.delete(fp, db=self._fingerprints))
+        stale = [bytes(k) for k, v in txn.cursor(db=self._requests) if bytes(v) == fp]
+        for key in stale:
+            txn.delete(key, db=self._requests)
+        for name, value in list(txn.cursor(db=self._extracted)):
+            kept = b"".join(f for f in _split_fingerprints(value) if f != fp)
+            if kept != value:
+                txn.put(name, kept, db=self._extracted)
+        return removed
+
+
+def manifest_keys(manifest: dict[str, list]) -> list[bytes]:
+    """A manifest's content keys as bytes, in dataset order (one hex decode for all of them)."""
+    joined = bytes.fromhex("".join(manifest["keys"]))
+    return [joined[i : i + KEY_BYTES] for i in range(0, len(joined), KEY_BYTES)]
+
+
+def _split_fingerprints(value: bytes) -> list[bytes]:
+    return [bytes(value[i : i + FP_BYTES]) for i in range(0, len(value), FP_BYTES)]

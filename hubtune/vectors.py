@@ -16,7 +16,7 @@ from hubtune.atomic import atomic_write, staged
 from hubtune.backbone import LoadOptions
 from hubtune.errors import HubtuneError
 from hubtune.extract import request_record
-from hubtune.store import EmbeddingStore
+from hubtune.store import EmbeddingStore, manifest_keys
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +66,7 @@ def find_fingerprint(
 ) -> str:
     """The one fingerprint holding ``dataset``'s vectors for ``ref`` + ``options``."""
     options = options or LoadOptions()
-    keys = [bytes.fromhex(k) for k in store.manifest(dataset)["keys"]]
+    keys = manifest_keys(store.manifest(dataset))
     remembered = store.recall_request(request_record(ref, options, stored_dtype or "float16"))
     if remembered and _covers(store, remembered, keys):
         return remembered
@@ -115,9 +115,7 @@ def _present(store: EmbeddingStore, fingerprint: str, dataset: str) -> tuple[dic
     import numpy as np
 
     manifest = store.manifest(dataset)
-    joined = bytes.fromhex("".join(manifest["keys"]))
-    keys = [joined[i : i + 16] for i in range(0, len(joined), 16)]
-    locations = store.locate(fingerprint, keys)
+    locations = store.locate(fingerprint, manifest_keys(manifest))
     present = np.flatnonzero(locations[:, 0] >= 0)
     return manifest, present, locations[present]
 

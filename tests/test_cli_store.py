@@ -133,3 +133,102 @@ def test_out_of_memory_halves_the_batch_and_keeps_order() -> None:
     out = _embed(backbone, {"x": x}, limit)
     assert out.flatten().tolist() == list(range(10))
     assert limit == [2] and backbone.sizes[:3] == [8, 4, 2]
+
+
+# -- cache commands over a store of fake vectors (no model) -------------------------------------------------
+FP_A, FP_B = "a" * 32, "b" * 32
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from hubtune.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def fake_store(cache: Path) -> dict[str, bytes]:
+    """Datasets `one` and `two` share an empty file (one error record, stored with `one`'s origin);
+    `two` holds it twice, under two names."""
+    from hubtune.store import EmbeddingStore
+
+    keys = {name: bytes([i]) * 16 for i, name in enumerate(["good", "empty", "broken"])}
+    with EmbeddingStore(cache) as store:
+        store.register(FP_A, {"source": "test", "model": "m"}, 4, "float16")
+        store.put_batch(FP_A, [keys["good"]], np.ones((1, 4), np.float16), errors={
+            keys["empty"]: {"reason": "empty file", "origin": "/one/empty.txt"},
+            keys["broken"]: {"reason": "truncated", "origin": "/one/broken.txt"},
+        })
+        store.put_manifest("one", {"keys": [keys[k].hex() for k in ("good", "empty", "broken")],
+                                   "origins": ["/one/good.txt", "/one/empty.txt", "/one/broken.txt"]})
+        store.put_manifest("two", {"keys": [keys[k].hex() for k in ("good", "empty", "empty")],
+                                   "origins": ["/two/good.txt", "/two/blank.txt", "/two/blank-copy.txt"]})
+    return keys
+
+
+def test_cache_errors_of_a_dataset_shows_its_own_files(tmp_path: Path) -> None:
+    fake_store(tmp_path / "cache")
+    result = invoke("cache", "errors", "--cache", str(tmp_path / "cache"), "--dataset", "two", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(row["origin"] for row in json.loads(result.stdout)) == ["/two/blank-copy.txt", "/two/blank.txt"]
+    everything = json.loads(invoke("cache", "errors", "--cache", str(tmp_path / "cache"), "--json").stdout)
+    assert sorted(row["origin"] for row in everything) == ["/one/broken.txt", "/one/empty.txt"]
+    refused = invoke("cache", "errors", "--cache", str(tmp_path / "cache"), "--dataset", "")
+    assert refused.exit_code == 2 and "dataset name '' is empty" in refused.output
+
+
+def test_cache_prune_refuses_what_is_not_there_and_drops_a_datasets_indexes(tmp_path: Path) -> None:
+    from hubtune import index as ix
+
+    cache = tmp_path / "cache"
+    fake_store(cache)
+    spec = ix.choose_spec(2, 4)
+    for dataset in ("one", "two"):
+        ix.save(ix.build(np.eye(2, 4, dtype=np.float32), spec), cache / "indexes" / f"{dataset}-{FP_A[:16]}.faiss",
+                spec, {"fingerprint": FP_A, "dataset": dataset})
+    unknown = invoke("cache", "prune", "--cache", str(cache), "--dataset", "three")
+    assert unknown.exit_code == 1 and "no dataset called 'three'" in unknown.output and "'one', 'two'" in unknown.output
+    unknown = invoke("cache", "prune", "--cache", str(cache), "--fingerprint", FP_B)
+    assert unknown.exit_code == 1 and f"no fingerprint {FP_B}" in unknown.output and FP_A in unknown.output
+
+    pruned = invoke("cache", "prune", "--cache", str(cache), "--dataset", "one", "--json")
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout) == {"removed": 1, "indexes": [str(cache / "indexes" / f"one-{FP_A[:16]}.faiss")]}
+    assert sorted(p.name for p in (cache / "indexes").iterdir()) == [f"two-{FP_A[:16]}.faiss", f"two-{FP_A[:16]}.faiss.json"]
+    pruned = invoke("cache", "prune", "--cache", str(cache), "--fingerprint", FP_A)
+    assert pruned.exit_code == 0 and "1 index files" in pruned.output and not any((cache / "indexes").iterdir())
+
+
+def test_verify_after_pruning_a_fingerprint_the_dataset_was_extracted_with(tmp_path: Path) -> None:
+    fake_store(tmp_path / "cache")
+    assert invoke("cache", "verify", "--cache", str(tmp_path / "cache")).exit_code == 0
+    invoke("cache", "prune", "--cache", str(tmp_path / "cache"), "--fingerprint", FP_A)
+    assert invoke("cache", "verify", "--cache", str(tmp_path / "cache")).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", "", ".hidden"])
+def test_dataset_names_that_could_leave_the_cache_are_refused_before_any_work(tmp_path: Path, name: str) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    cache = tmp_path / "work" / "cache"
+    extract = invoke("extract", "hf:nobody/no-model", str(data), "--cache", str(cache), "--dataset", name)
+    assert extract.exit_code == 2 and f"dataset name {name!r}" in extract.output and "--dataset NAME" in extract.output
+    index = invoke("index", "build", "--cache", str(cache), "--model", "hf:nobody/no-model", "--dataset", name)
+    assert index.exit_code == 2 and f"Error: dataset name {name!r}" in index.output
+    assert "Traceback" not in index.output
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["data.mdb", "lock.mdb", "t.jsonl"]
+
+
+def test_verify_judges_a_subset_only_under_the_fingerprint_it_was_extracted_with(tmp_path: Path) -> None:
+    """The acceptance case: `images` under two layers, then `subset` (some of its files and a missing
+    one) under the default layer only; no fingerprint that merely shares files makes it damaged."""
+    data = make_image_folder(tmp_path / "images", per_class=2)
+    subset = tmp_path / "subset.jsonl"
+    files = sorted(data.rglob("*.png"))[:3] + [data / "missing.png"]
+    subset.write_text("".join(json.dumps({"path": str(path), "label": "x"}) + "\n" for path in files))
+    cache = str(tmp_path / "cache")
+    for args in ((str(data),), (str(data), "--layer", "layer3"), (str(subset),)):
+        result = invoke("extract", "timm:test_resnet", *args, "--cache", cache, *MODEL_ARGS, "--no-progress")
+        assert result.exit_code == 0, result.output
+    verified = invoke("cache", "verify", "--cache", cache, "--json")
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["problems"] == []

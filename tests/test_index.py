@@ -99,3 +99,17 @@ def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
     spec = ix.choose_spec(100, 8)
     ix.save(ix.build(data, spec), tmp_path / "i.faiss", spec, IDENTITY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.faiss", "i.faiss.json"]
+
+
+def test_remove_indexes_matches_sidecars_not_file_names(tmp_path: Path) -> None:
+    data = gaussian_mixture(20, dim=8)
+    spec = ix.choose_spec(20, 8)
+    folder = tmp_path / "indexes"
+    for name, dataset in (("d1-aa.faiss", "d1"), ("d10-aa.faiss", "d10"), ("a/b-aa.faiss", "a/b")):
+        ix.save(ix.build(data, spec), folder / name, spec, {**IDENTITY, "dataset": dataset})
+    (folder / "stray.faiss.json").write_text("not json")
+    assert ix.remove_indexes(folder, dataset="d1") == [folder / "d1-aa.faiss"]
+    assert ix.remove_indexes(folder, dataset="a/b") == [folder / "a" / "b-aa.faiss"]
+    assert sorted(p.name for p in folder.iterdir()) == ["d10-aa.faiss", "d10-aa.faiss.json", "stray.faiss.json"]
+    assert ix.remove_indexes(folder, fingerprint=IDENTITY["fingerprint"]) == [folder / "d10-aa.faiss"]
+    assert ix.remove_indexes(tmp_path / "none", dataset="d1") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -85,12 +86,80 @@ def test_verify_clean_then_detects_damage(store) -> None:
     assert not report.ok and "CRC32" in report.problems[0]
 
 
-def test_verify_reports_manifest_items_without_vectors(store) -> None:
+def _forget_records(store) -> None:
+    """Make the store look written before it recorded which fingerprints extracted each dataset."""
+    with store.env.begin(write=True) as txn:
+        txn.drop(store._extracted, delete=False)
+
+
+def test_verify_judges_an_older_manifest_under_every_fingerprint_holding_its_items(store) -> None:
     k = keys(4)
     store.put_batch(FP, k[:2], np.ones((2, 4), np.float16))
     store.put_manifest("ds", {"keys": [x.hex() for x in k]})
+    assert store.verify().ok  # FP held 2 of 4 items when the manifest was recorded: not extracted with FP
+    _forget_records(store)
     report = store.verify()
     assert not report.ok and "2 items have neither a vector nor an error" in report.problems[0]
+    assert "run this dataset's extract again" in report.problems[0]
+    store.put_batch(FP, k[2:], np.ones((2, 4), np.float16))
+    store.put_manifest("ds", {"keys": [x.hex() for x in k]})  # the rerun records it
+    assert store.verify().ok
+
+
+def test_verify_ignores_fingerprints_that_only_share_files_with_a_dataset(store) -> None:
+    """The acceptance case: `img` under two fingerprints, `imgs` (a subset plus a missing file) under
+    one; `imgs` is judged under the one it was extracted with only."""
+    img, missing = keys(6), keys(1, "missing")
+    for fingerprint in (FP, FP2):
+        store.put_batch(fingerprint, img, np.ones((6, 4), np.float16))
+        store.put_manifest("img", {"keys": [x.hex() for x in img]})
+    store.put_batch(FP, [], np.ones((0, 4), np.float16), errors={missing[0]: {"reason": "no such file"}})
+    store.put_manifest("imgs", {"keys": [x.hex() for x in img[:3] + missing]})
+    assert store.verify().ok
+    assert store._extracted_with("img", img) == ([bytes.fromhex(FP), bytes.fromhex(FP2)], True)
+    assert store._extracted_with("imgs", img) == ([bytes.fromhex(FP)], True)
+
+
+def test_verify_reports_items_lost_under_a_fingerprint_the_dataset_was_extracted_with(store) -> None:
+    k = keys(4)
+    store.put_batch(FP, k[:3], np.ones((3, 4), np.float16), errors={k[3]: {"reason": "bad"}})
+    store.put_manifest("ds", {"keys": [x.hex() for x in k]})
+    with store.env.begin(write=True) as txn:
+        txn.delete(bytes.fromhex(FP) + k[0], db=store._keys)
+        txn.delete(bytes.fromhex(FP) + k[3], db=store._errors)
+    report = store.verify()
+    assert not report.ok and "2 items have neither a vector nor an error" in report.problems[0]
+    assert "held all of them when the dataset was recorded" in report.problems[0]
+
+
+def test_a_rerun_records_the_same_bytes_and_a_new_fingerprint(store) -> None:
+    k = keys(3)
+    manifest = {"keys": [x.hex() for x in k]}
+    store.put_batch(FP, k, np.ones((3, 4), np.float16))
+    store.put_manifest("ds", manifest)
+    before = dict(store.env.begin().cursor(db=store._extracted))
+    store.put_manifest("ds", manifest)
+    assert dict(store.env.begin().cursor(db=store._extracted)) == before
+    store.put_batch(FP2, k, np.ones((3, 4), np.float16))
+    store.put_manifest("ds", manifest)
+    assert store._extracted_with("ds", k)[0] == [bytes.fromhex(FP), bytes.fromhex(FP2)]
+    store.prune(fingerprint=FP)
+    assert store._extracted_with("ds", k)[0] == [bytes.fromhex(FP2)] and store.verify().ok
+
+
+def test_an_older_store_opens_read_only_and_verifies(tmp_path) -> None:
+    import lmdb
+
+    k = keys(2)
+    with EmbeddingStore(tmp_path / "old") as store:
+        store.put_batch(FP, k, np.ones((2, 4), np.float16))
+        store.put_manifest("ds", {"keys": [x.hex() for x in k]})
+    env = lmdb.open(str(tmp_path / "old"), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"extracted", txn=txn), delete=True)
+    env.close()
+    with EmbeddingStore(tmp_path / "old", readonly=True) as store:
+        assert store._extracted is None and store.verify().ok and store.manifest("ds")["keys"]
 
 
 def test_prune_fingerprint_and_dataset(store) -> None:
@@ -102,6 +171,53 @@ def test_prune_fingerprint_and_dataset(store) -> None:
     assert store.count(FP) == 0 and store.count(FP2) == 5 and FP not in store.fingerprints()
     store.prune(dataset="ds")
     assert store.datasets() == []
+
+
+def test_prune_of_something_the_store_does_not_hold_is_an_error_listing_what_it_holds(store) -> None:
+    store.put_batch(FP, keys(2), np.ones((2, 4), np.float16))
+    store.put_manifest("ds", {"keys": [x.hex() for x in keys(2)]})
+    with pytest.raises(StoreError, match=f"no fingerprint {FP2} .*fingerprints: {FP}"):
+        store.prune(fingerprint=FP2)
+    with pytest.raises(StoreError, match="no dataset called 'dz'.*datasets: 'ds'"):
+        store.prune(fingerprint=FP, dataset="dz")
+    assert store.count(FP) == 2  # the failed prune removed nothing, not even the fingerprint it knew
+    with pytest.raises(StoreError, match="no dataset called ''"):
+        store.prune(dataset="")
+    with pytest.raises(StoreError, match="not 16 bytes of hex"):
+        store.prune(fingerprint="zz")
+
+
+REFUSED_NAMES = {
+    "": "is empty", "../../evil": "path separator", "a/b": "path separator", "a\\b": "path separator",
+    ".": "starts with a dot", "..": "starts with a dot", ".hidden": "starts with a dot",
+    "tab\tname": "control character", "nul\x00": "control character", "del\x7f": "control character",
+    "x" * 201: "longer than 200 bytes",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_NAMES))
+def test_dataset_names_that_could_leave_the_cache_folder_are_refused(store, name: str) -> None:
+    from hubtune.store import DatasetNameError
+
+    for call in (lambda: store.put_manifest(name, {"keys": []}), lambda: store.manifest(name)):
+        with pytest.raises(DatasetNameError, match=REFUSED_NAMES[name]) as raised:
+            call()
+        assert repr(name) in str(raised.value) and "pass one with --dataset NAME" in str(raised.value)
+        assert raised.value.exit_code == 2
+    assert store.datasets() == []
+
+
+@pytest.mark.parametrize("name", ["train", "train-images_v2", "fotos ñ 写真", "a..b", "x" * 200])
+def test_ordinary_dataset_names_are_accepted(store, name: str) -> None:
+    store.put_manifest(name, {"keys": []})
+    assert store.manifest(name) == {"keys": []}
+
+
+def test_a_dataset_an_older_version_recorded_under_a_bad_name_can_be_listed_and_pruned(store) -> None:
+    with store.env.begin(write=True) as txn:
+        txn.put(b"../../evil", zlib.compress(b'{"keys":[]}'), db=store._manifests)
+    assert [name for name, _ in store.manifests()] == ["../../evil"] and store.verify().ok
+    assert store.prune(dataset="../../evil") == 1 and store.datasets() == []
 
 
 def test_block_codec_rejects_bad_input() -> None:

@@ -10,11 +10,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from hubtune.store import EmbeddingStore
+from hubtune.store import EmbeddingStore, StoreError
 from tests.reliability_helpers import figure_fixture  # noqa: F401  (the `figure` fixture)
 
 FINGERPRINTS = {"0" * 31 + "1": 8, "f" * 32: 3}  # fingerprint -> dim
@@ -37,6 +38,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.vectors: dict[str, dict[bytes, bytes]] = {fp: {} for fp in FINGERPRINTS}
         self.errors: dict[str, dict[bytes, str]] = {fp: {} for fp in FINGERPRINTS}
         self.manifests: dict[str, list[bytes]] = {}
+        self.extracted: dict[str, set[str]] = {}  # fingerprints holding every item when a manifest was put
 
     def teardown(self) -> None:
         if hasattr(self, "store"):
@@ -77,23 +79,37 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.close()
         self.store = EmbeddingStore(self.folder / "store")
 
+    def holds(self, fp: str, key: bytes) -> bool:
+        return key in self.vectors[fp] or key in self.errors[fp]
+
     @rule(fp=fingerprints)
     def prune_fingerprint(self, fp: str) -> None:
         STEPS["steps"] += 1
+        if not self.vectors[fp] and not self.errors[fp]:  # nothing stored under it: an error, nothing removed
+            with pytest.raises(StoreError, match="no fingerprint"):
+                self.store.prune(fingerprint=fp)
+            return
         self.store.prune(fingerprint=fp)
         self.vectors[fp], self.errors[fp] = {}, {}
+        for recorded in self.extracted.values():
+            recorded.discard(fp)
 
     @rule(name=st.sampled_from(["a", "b"]), keys=key_lists)
     def manifest(self, name: str, keys: list[bytes]) -> None:
         STEPS["steps"] += 1
         self.store.put_manifest(name, {"keys": [k.hex() for k in keys]})
         self.manifests[name] = keys
+        self.extracted[name] = {fp for fp in FINGERPRINTS if keys and all(self.holds(fp, k) for k in keys)}
 
     @rule(name=st.sampled_from(["a", "b"]))
     def prune_dataset(self, name: str) -> None:
         STEPS["steps"] += 1
+        if name not in self.manifests:
+            with pytest.raises(StoreError, match="no dataset called"):
+                self.store.prune(dataset=name)
+            return
         self.store.prune(dataset=name)
-        self.manifests.pop(name, None)
+        del self.manifests[name], self.extracted[name]
 
     @invariant()
     def matches_the_model(self) -> None:
@@ -106,9 +122,10 @@ class StoreMachine(RuleBasedStateMachine):
             assert not set(self.errors[fp]) & set(self.vectors[fp])  # a key is a vector or an error, never both
         assert sorted(self.store.datasets()) == sorted(self.manifests)
         report = self.store.verify()
-        incomplete = any(
-            any(k in self.vectors[fp] for k in keys) and any(k not in self.vectors[fp] and k not in self.errors[fp] for k in keys)
-            for keys in self.manifests.values() for fp in FINGERPRINTS
+        assert {name: {fp.hex() for fp in self.store._extracted_with(name, keys)[0]}
+                for name, keys in self.manifests.items()} == self.extracted
+        incomplete = any(  # never, through the API: a manifest is judged under the fingerprints it was put with
+            not self.holds(fp, k) for name, keys in self.manifests.items() for fp in self.extracted[name] for k in keys
         )
         assert report.ok == (not incomplete), report.problems
         assert report.vectors == sum(len(v) for v in self.vectors.values())
