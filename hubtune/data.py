@@ -94,6 +94,13 @@ class Dataset:
     def items(self) -> list[Item]:
         return list(self)
 
+    def name(self, given: str | None = None) -> str:
+        """The name the store records it under: ``given`` (``""`` too), else the file or folder name;
+        checked now, so a name the store would refuse stops a run before its work, not after."""
+        from hubtune.store import check_dataset_name
+
+        return check_dataset_name(given if given is not None else self.location.stem)
+
 
 def _class_folders(root: Path) -> list[tuple[str, Path]]:
     """(split, class folder) pairs, honouring an optional train/val/test top level."""

@@ -345,7 +345,7 @@ def extract(
     started = time.perf_counter()
     options = options or LoadOptions()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
-    name = dataset_name or dataset.location.stem
+    name = dataset.name(dataset_name)
     all_items = dataset.items()
     items = all_items[shard[0] : shard[1]] if shard is not None else all_items
     request = request_record(ref, options, stored_dtype)

@@ -52,7 +52,7 @@ def ensure_index(
     if not len(data.keys):
         raise ix.IndexOptionError(f"dataset {dataset!r} has no vectors under fingerprint {fingerprint}")
     spec = ix.choose_spec(len(data.keys), data.vectors.shape[1], kind, metric, max_memory)
-    path = store.path / "indexes" / f"{dataset}-{fingerprint[:16]}-{spec.kind}-{metric}.faiss"
+    path = store.path / ix.INDEX_FOLDER / f"{dataset}-{fingerprint[:16]}-{spec.kind}-{metric}.faiss"
     identity = _identity(fingerprint, dataset, data)
     loaded = None if rebuild else ix.load(path, identity)
     if loaded is not None:

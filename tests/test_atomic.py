@@ -55,3 +55,16 @@ def test_exports_and_indexes_are_readable_by_others(tmp_path: Path, umask: int) 
     written = [tmp_path / "export" / "embeddings.npy", tmp_path / "export" / "items.jsonl",
                tmp_path / "i.faiss", tmp_path / "i.faiss.json"]
     assert {path.name: mode(path) for path in written} == {path.name: 0o666 & ~umask for path in written}
+
+
+def test_saved_heads_are_readable_by_others(tmp_path: Path, umask: int) -> None:
+    from hubtune.heads.training import train_head
+    from hubtune.vectors import DatasetVectors
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 4)).astype(np.float32), ["a", "b"] * 10
+    data = DatasetVectors(x, [f"{i:032x}" for i in range(20)], y, ["train"] * 16 + ["val"] * 4, [""] * 20, 0)
+    folder = train_head(data, "knn", {"ref": "timm:x"}, k=3).save(tmp_path / "head")
+    written = sorted(folder.iterdir())
+    assert [path.name for path in written] == ["head.json", "head.safetensors"]  # no temporary left
+    assert {mode(path) for path in written} == {0o666 & ~umask}

@@ -105,3 +105,17 @@ def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
     result = hubtune("predict", str(tmp_path / "head"), "lovely", "", "  ", "--cache", str(tmp_path / "c"), check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "2 of the inputs cannot be embedded: '': empty text; '  ': empty text" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["", "../up", ".hidden"])
+def test_a_bad_dataset_name_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
+    from hubtune.extract import extract
+    from hubtune.store import DatasetNameError, EmbeddingStore
+
+    table = tmp_path / "texts.jsonl"
+    table.write_text('{"text": "a sentence"}\n')
+    with EmbeddingStore(tmp_path / "cache") as store, pytest.raises(DatasetNameError):
+        extract("hf:sentence-transformers/all-MiniLM-L6-v2", table, store, dataset_name=name, progress=False)
+    result = hubtune("finetune", "timm:test_resnet", str(table), "--dataset", name, "--unfreeze", "1",
+                     "--out", str(tmp_path / "ft"), check=False)
+    assert result.returncode == 2 and "dataset name" in result.stderr

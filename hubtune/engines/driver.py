@@ -41,7 +41,7 @@ def extract_sharded(engine: str, ref: str, data: str | Path, *, cache: Path | No
     started = time.perf_counter()
     options = options or LoadOptions()
     dataset = open_dataset(data)
-    name = dataset_name or dataset.location.stem
+    name = dataset.name(dataset_name)
     folder = shards_dir or cache / "shards-tmp" / name
 
     todo: list[Shard] = []

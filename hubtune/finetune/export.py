@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubtune.atomic import atomic_write
 from hubtune.heads.features import HeadError
 
 if TYPE_CHECKING:
@@ -57,9 +58,8 @@ def export_model(head_dir: str | Path, out: str | Path) -> dict[str, Any]:
     tensors: dict[str, torch.Tensor] = {f"backbone.{k}": v for k, v in backbone.model.state_dict().items()}
     tensors.update({k: v for k, v in head.tensors.items() if k.startswith("head.")})
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out),
-              metadata={"hubtune": json.dumps(meta, default=str)})
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(out, lambda path: save_file(contiguous, path, metadata={"hubtune": json.dumps(meta, default=str)}))
     loader = out.parent / LOADER_NAME
     shutil.copyfile(standalone.__file__, loader)
     return {"path": str(out), "loader": str(loader), "tensors": len(tensors), "classes": head.classes}

@@ -106,7 +106,7 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     if backbone.layer != split.layer:
         raise BackboneOptionError(f"fine-tuning trains the model's embedding layer {split.layer!r}; drop --layer {backbone.layer}")
     dataset = open_dataset(data)
-    name = dataset_name or dataset.location.stem
+    name = dataset.name(dataset_name)
     items = dataset.items()
     classes, _, train_rows, _ = _labels([item.label for item in items], [item.split for item in items])
     unfrozen, why = choose_unfreeze(config.unfreeze, len(train_rows), len(classes), len(split.blocks))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hubtune.heads.features import HeadError
+from hubtune.heads.trained import write_head_files
 
 if TYPE_CHECKING:
     import torch
@@ -44,13 +45,10 @@ class FinetunedHead:
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, str(folder / "head.safetensors"))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         manifest = {"format": FORMAT, "kind": KIND, "classes": self.classes, "head": self.head_spec,
                     "model": self.model, "hyperparameters": self.hyperparameters, "metrics": self.metrics}
-        (folder / "head.json").write_text(json.dumps(manifest, indent=2, default=str))
-        return folder
+        return write_head_files(folder, lambda path: save_file(tensors, path), json.dumps(manifest, indent=2, default=str))
 
     @classmethod
     def load(cls, folder: str | Path) -> "FinetunedHead":

@@ -10,15 +10,25 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from hubtune.atomic import atomic_write
 from hubtune.heads import knn, linear, mlp
 from hubtune.heads.features import HeadError, Normaliser
 
 HEAD_KINDS = ("linear", "mlp", "knn")
 FORMAT = 1
+
+
+def write_head_files(folder: str | Path, write_tensors: Callable[[str], object], manifest: str) -> Path:
+    """A head folder: ``head.safetensors`` (``write_tensors(path)``), then ``head.json``, each staged and
+    renamed, so neither is ever half-written, and each with the umask's mode (safetensors alone writes 0600)."""
+    folder = Path(folder)
+    atomic_write(folder / "head.safetensors", write_tensors)
+    atomic_write(folder / "head.json", lambda path: Path(path).write_text(manifest))
+    return folder
 
 
 @dataclass
@@ -51,14 +61,10 @@ class TrainedHead:
     def save(self, folder: str | Path) -> Path:
         from safetensors.numpy import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {**self.tensors, **self.normaliser.tensors()}
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / "head.safetensors"))
+        tensors = {k: np.ascontiguousarray(v) for k, v in {**self.tensors, **self.normaliser.tensors()}.items()}
         manifest = {"format": FORMAT, "kind": self.kind, "classes": self.classes, "normalisation": self.normaliser.kind,
                     "hyperparameters": self.hyperparameters, "model": self.model, "metrics": self.metrics}
-        (folder / "head.json").write_text(json.dumps(manifest, indent=2, default=_plain))
-        return folder
+        return write_head_files(folder, lambda path: save_file(tensors, path), json.dumps(manifest, indent=2, default=_plain))
 
     @classmethod
     def load(cls, folder: str | Path) -> "TrainedHead":
