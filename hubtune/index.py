@@ -33,6 +33,7 @@ HNSW_M = 32
 FLAT_MAX_ROWS = 20_000  # below this, exact search is fast enough and needs no training
 DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE_FRACTION = 1 / 16  # of the lists; at least 16
+PQ_MIN_ROWS = 256  # one training point per code of an 8-bit sub-quantizer, as faiss requires
 INDEX_FOLDER = "indexes"  # a dataset's index files live in <cache>/indexes/
 
 
@@ -84,6 +85,11 @@ def choose_spec(rows: int, dim: int, kind: str = "auto", metric: str = "cosine",
         spec.nlist = int(min(max(1, rows // 39), max(16, 4 * math.sqrt(rows))))  # faiss wants >= 39 points per list
         spec.nprobe = min(spec.nlist, max(16, int(spec.nlist * DEFAULT_NPROBE_FRACTION)))
     if kind == "ivfpq":
+        if rows < PQ_MIN_ROWS:
+            raise IndexOptionError(
+                f"--kind ivfpq trains 256-entry codebooks and needs at least {PQ_MIN_ROWS} vectors; this dataset has "
+                f"{rows}: use --kind auto (exact search at this size) or flat"
+            )
         spec.pq_m = next(m for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0 and m <= dim)
     if kind == "hnsw":
         spec.ef_search = DEFAULT_EF_SEARCH

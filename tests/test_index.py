@@ -39,6 +39,8 @@ def test_auto_picks_by_rows_and_memory() -> None:
     assert spec.kind == "ivfpq" and 384 % spec.pq_m == 0
     with pytest.raises(ix.IndexOptionError, match="unknown index kind"):
         ix.choose_spec(10, 4, kind="annoy")
+    with pytest.raises(ix.IndexOptionError, match="needs at least 256 vectors; this dataset has 22"):
+        ix.choose_spec(22, 8, kind="ivfpq")  # faiss would fail deep in PQ training
 
 
 def test_flat_round_trip_equals_exact_search(tmp_path: Path) -> None:
