@@ -61,22 +61,28 @@ def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | No
                                  workers=workers, stored_dtype=stored_dtype, shard=shard, max_failures=max_failures,
                                  compile_model=compile_model, options=options, progress=progress, as_json=as_json)
     from hubtune.data import open_dataset
+    from hubtune.extract import TooManyFailures
     from hubtune.extract import extract as run_extract
     from hubtune.store import EmbeddingStore
 
     dataset = open_dataset(data)
-    with EmbeddingStore(resolve_cache(cache_dir)) as store:
-        summary = run_extract(
-            ref, dataset, store, dataset_name=dataset_name, options=options, batch_size=batch_size,
-            workers=resolve_workers(workers, dataset.modality), stored_dtype=stored_dtype, shard=_shard(shard),
-            max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress, streams=streams,
-        )
-    result = summary.as_dict()
+    try:
+        with EmbeddingStore(resolve_cache(cache_dir)) as store:
+            summary = run_extract(
+                ref, dataset, store, dataset_name=dataset_name, options=options, batch_size=batch_size,
+                workers=resolve_workers(workers, dataset.modality), stored_dtype=stored_dtype, shard=_shard(shard),
+                max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress, streams=streams,
+            )
+    except TooManyFailures as exc:  # the summary is still the run's report (and --json's one document)
+        _report(exc.summary, cache_dir, as_json)
+        raise
+    _report(summary, cache_dir, as_json)
 
-    def table(row: dict) -> None:
-        print_table([row], ["dataset", "total", "computed", "cached", "failed", "items_per_s", "seconds"])
 
-    emit(result, as_json, table)
+def _report(summary: Any, cache_dir: Path | None, as_json: bool) -> None:
+    """The summary (a table, or the JSON document), and on stderr where failed items are listed."""
+    emit(summary.as_dict(), as_json, lambda row: print_table(
+        [row], ["dataset", "total", "computed", "cached", "failed", "items_per_s", "seconds"]))
     if summary.failed:
         click.echo(
             f"{summary.failed} items failed; see them with: hubtune cache errors --cache {resolve_cache(cache_dir)} "

@@ -56,7 +56,12 @@ class ExtractSummary:
 
 
 class TooManyFailures(HubtuneError):
-    """More items failed than ``--max-failures`` allows (everything readable was still stored)."""
+    """More items failed than ``--max-failures`` allows (everything readable was still stored);
+    ``summary`` is the run's :class:`ExtractSummary`, for the report a caller still owes."""
+
+    def __init__(self, message: str, summary: "ExtractSummary"):
+        super().__init__(message)
+        self.summary = summary
 
 
 # -- the request memo: a fingerprint known without loading the model --------------------------------
@@ -388,7 +393,7 @@ def extract(
     if max_failures is not None and items and failed / len(items) > max_failures:
         raise TooManyFailures(
             f"{failed} of {len(items)} items failed ({failed / len(items):.1%}), over --max-failures "
-            f"{max_failures:.1%}; see them with `hubtune cache errors`"
+            f"{max_failures:.1%}; see them with `hubtune cache errors`", summary
         )
     return summary
 

@@ -119,3 +119,13 @@ def test_a_bad_dataset_name_is_refused_before_any_work(tmp_path: Path, name: str
     result = hubtune("finetune", "timm:test_resnet", str(table), "--dataset", name, "--unfreeze", "1",
                      "--out", str(tmp_path / "ft"), check=False)
     assert result.returncode == 2 and "dataset name" in result.stderr
+
+
+def test_max_failures_exceeded_still_reports_the_summary(tmp_path: Path) -> None:
+    table = tmp_path / "texts.jsonl"
+    table.write_text('{"text": "fine"}\n{"text": ""}\n{"text": "   "}\n')
+    result = hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(table), "--cache",
+                     str(tmp_path / "cache"), "--max-failures", "0.5", "--json", "--no-progress", check=False)
+    assert result.returncode != 0 and "over --max-failures 50.0%" in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["total"], summary["computed"], summary["failed"]) == (3, 1, 2)
