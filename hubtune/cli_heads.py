@@ -42,10 +42,12 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
     from dataclasses import asdict
 
     from hubtune.heads.mlp import MLPConfig
+    from hubtune.heads.trained import check_head_folder
     from hubtune.heads.training import train_head
     from hubtune.store import EmbeddingStore
     from hubtune.vectors import find_fingerprint, load_dataset_vectors
 
+    check_head_folder(out)
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
         fingerprint = find_fingerprint(store, ref, dataset_name, options)
         data = load_dataset_vectors(store, fingerprint, dataset_name)

@@ -129,3 +129,12 @@ def test_max_failures_exceeded_still_reports_the_summary(tmp_path: Path) -> None
     assert result.returncode != 0 and "over --max-failures 50.0%" in result.stderr
     summary = json.loads(result.stdout)
     assert (summary["total"], summary["computed"], summary["failed"]) == (3, 1, 2)
+
+
+def test_a_head_is_not_written_into_a_folder_of_other_files(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.jpg").write_bytes(b"x")
+    result = hubtune("train", "--cache", str(tmp_path / "cache"), "--model", "timm:test_resnet", "--dataset", "d",
+                     "--head", "knn", "--out", str(tmp_path / "data"), check=False)
+    assert result.returncode != 0 and "holds other files and no head" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["photo.jpg"]

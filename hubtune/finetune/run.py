@@ -97,7 +97,10 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     from hubtune.finetune.head import initial_head
     from hubtune.finetune.saved import FinetunedHead, top_tensors
     from hubtune.finetune.train import param_groups, recalibrate_batch_norm, run_top, train_top
+    from hubtune.heads.trained import check_head_folder
     from hubtune.store import EmbeddingStore
+
+    check_head_folder(out)
 
     options, config = options or LoadOptions(), config or FinetuneConfig()
     say = log or (lambda message: None)

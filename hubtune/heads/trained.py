@@ -22,10 +22,25 @@ HEAD_KINDS = ("linear", "mlp", "knn")
 FORMAT = 1
 
 
+def check_head_folder(folder: str | Path) -> Path:
+    """``folder`` if a head may be written there: new, empty, or a head folder (which it replaces).
+
+    A folder holding other files is refused, so a mistyped ``--out`` cannot drop a head into a data
+    folder; checked before training, so the refusal costs nothing.
+    """
+    folder = Path(folder)
+    if folder.is_dir() and not (folder / "head.json").is_file() and any(folder.iterdir()):
+        raise HeadError(f"--out {folder} holds other files and no head; give a new or empty folder "
+                        "(or an existing head folder, which is replaced)")
+    if folder.exists() and not folder.is_dir():
+        raise HeadError(f"--out {folder} is a file; give a folder for the head")
+    return folder
+
+
 def write_head_files(folder: str | Path, write_tensors: Callable[[str], object], manifest: str) -> Path:
     """A head folder: ``head.safetensors`` (``write_tensors(path)``), then ``head.json``, each staged and
     renamed, so neither is ever half-written, and each with the umask's mode (safetensors alone writes 0600)."""
-    folder = Path(folder)
+    folder = check_head_folder(folder)
     atomic_write(folder / "head.safetensors", write_tensors)
     atomic_write(folder / "head.json", lambda path: Path(path).write_text(manifest))
     return folder
