@@ -45,12 +45,13 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
     from hubtune.heads.trained import check_head_folder
     from hubtune.heads.training import train_head
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import find_fingerprint, load_dataset_vectors
+    from hubtune.vectors import find_fingerprint, load_dataset_vectors, resolved_options
 
     check_head_folder(out)
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
         fingerprint = find_fingerprint(store, ref, dataset_name, options)
         data = load_dataset_vectors(store, fingerprint, dataset_name)
+        options = resolved_options(store, fingerprint, options)  # what predict must rebuild
     model = {"ref": ref, "fingerprint": fingerprint, "options": asdict(options)}
     head = train_head(data, kind, model, normalisation=normalise, balanced=balanced, C=c_value, k=k,
                       temperature=temperature, mlp_config=MLPConfig(hidden=hidden, epochs=epochs))

@@ -88,8 +88,8 @@ MAX_NAME_BYTES = 200  # an index file name adds ~45 bytes; file systems allow 25
 
 
 def _name_problem(name: str) -> str | None:
-    if not name:
-        return "is empty"
+    if not name.strip():
+        return "is empty or blank"
     if "/" in name or "\\" in name:
         return "contains a path separator"
     if name.startswith("."):

@@ -98,6 +98,21 @@ def find_fingerprint(
     )
 
 
+def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptions) -> LoadOptions:
+    """``options`` with the layer, pooling, precision and random weights the fingerprint was made
+    with: a head records these, so ``predict`` rebuilds exactly that backbone even when the lookup
+    that found the vectors left them unset (unset matches any value)."""
+    from dataclasses import replace
+
+    fields = store.fingerprints()[fingerprint]["fields"]
+    tag = _weights_tag(str(fields["revision"]))
+    weights = tag if tag.startswith("random:") else options.weights
+    if tag.startswith("file-sha256:") and options.parsed_weights.kind != "file":
+        raise FingerprintLookupError(f"the vectors of fingerprint {fingerprint} were made with a weights file "
+                                     f"({tag}); pass it with --weights PATH so the head can rebuild that backbone")
+    return replace(options, layer=fields["layer"], pool=fields["pool"], precision=fields["precision"], weights=weights)
+
+
 @dataclass
 class DatasetVectors:
     """A dataset's stored vectors in dataset order, with the rows' annotations."""

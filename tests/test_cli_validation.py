@@ -107,7 +107,7 @@ def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
     assert "2 of the inputs cannot be embedded: '': empty text; '  ': empty text" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["", "../up", ".hidden"])
+@pytest.mark.parametrize("name", ["", " ", "../up", ".hidden"])
 def test_a_bad_dataset_name_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
     from hubtune.extract import extract
     from hubtune.store import DatasetNameError, EmbeddingStore
@@ -138,3 +138,20 @@ def test_a_head_is_not_written_into_a_folder_of_other_files(tmp_path: Path) -> N
                      "--head", "knn", "--out", str(tmp_path / "data"), check=False)
     assert result.returncode != 0 and "holds other files and no head" in result.stderr
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["photo.jpg"]
+
+
+def test_a_head_found_through_unset_options_records_the_ones_that_made_its_vectors(tmp_path: Path) -> None:
+    """train without --weights/--layer finds vectors made with them; predict must rebuild that backbone."""
+    from tests.test_extract import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", per_class=5)
+    cache = str(tmp_path / "cache")
+    hubtune("extract", "timm:test_resnet", str(data), "--cache", cache, "--weights", "random:3", "--layer", "layer3",
+            "--precision", "fp32", "--no-progress")
+    hubtune("train", "--cache", cache, "--model", "timm:test_resnet", "--dataset", "images", "--head", "knn",
+            "--k", "3", "--out", str(tmp_path / "head"))
+    recorded = json.loads((tmp_path / "head" / "head.json").read_text())["model"]["options"]
+    assert (recorded["weights"], recorded["layer"], recorded["precision"]) == ("random:3", "layer3", "fp32")
+    image = next((data / "cat").iterdir())
+    predicted = json.loads(hubtune("predict", str(tmp_path / "head"), str(image), "--cache", cache, "--json").stdout)
+    assert predicted[0]["label"] == "cat"

@@ -188,7 +188,8 @@ def test_prune_of_something_the_store_does_not_hold_is_an_error_listing_what_it_
 
 
 REFUSED_NAMES = {
-    "": "is empty", "../../evil": "path separator", "a/b": "path separator", "a\\b": "path separator",
+    "": "is empty or blank", " ": "is empty or blank",
+    "../../evil": "path separator", "a/b": "path separator", "a\\b": "path separator",
     ".": "starts with a dot", "..": "starts with a dot", ".hidden": "starts with a dot",
     "tab\tname": "control character", "nul\x00": "control character", "del\x7f": "control character",
     "x" * 201: "longer than 200 bytes",
