@@ -583,6 +583,14 @@ class EmbeddingStore:
     def _holds(self, txn: Any, fp: bytes, key: bytes) -> bool:
         return txn.get(fp + key, db=self._keys) is not None or txn.get(fp + key, db=self._errors) is not None
 
+    def recorded_fingerprints(self, name: str) -> list[str]:
+        """The fingerprints dataset ``name`` was recorded as extracted with ([] for a manifest an
+        older hubtune recorded, before the store kept them)."""
+        self._guard()
+        with self.env.begin() as txn:
+            recorded = None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
+        return [fp.hex() for fp in _split_fingerprints(recorded or b"")]
+
     def _extracted_with(self, name: str, keys: Sequence[bytes]) -> tuple[list[bytes], bool]:
         """The fingerprints dataset ``name`` was extracted with, and whether the store recorded them.
 

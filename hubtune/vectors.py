@@ -77,6 +77,9 @@ def find_fingerprint(
     candidates = candidates_for(any_weights=False)
     if not candidates and options.weights == "default":  # --weights left unset: like any unset option, any value
         candidates = candidates_for(any_weights=True)
+    if len(candidates) > 1:  # vectors that only share files with the dataset (another dataset's) do not count
+        recorded = set(store.recorded_fingerprints(dataset))
+        candidates = [fp for fp in candidates if fp in recorded] or candidates
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

@@ -155,3 +155,27 @@ def test_a_head_found_through_unset_options_records_the_ones_that_made_its_vecto
     image = next((data / "cat").iterdir())
     predicted = json.loads(hubtune("predict", str(tmp_path / "head"), str(image), "--cache", cache, "--json").stdout)
     assert predicted[0]["label"] == "cat"
+
+
+def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: Path) -> None:
+    """`all` is extracted at two layers, `some` (part of its files plus a missing one) at one: an
+    unset --layer finds `some`'s vectors without asking which layer."""
+    from hubtune.backbone import LoadOptions
+    from hubtune.errors import HubtuneError
+    from hubtune.extract import extract
+    from hubtune.store import EmbeddingStore
+    from hubtune.vectors import find_fingerprint
+    from tests.test_extract import make_image_folder
+
+    data = make_image_folder(tmp_path / "all", per_class=3)
+    some = tmp_path / "some.jsonl"
+    files = sorted(data.rglob("*.png"))[:3] + [tmp_path / "gone.png"]
+    some.write_text("".join(json.dumps({"path": str(f), "label": "x"}) + "\n" for f in files))
+    opts = {"weights": "random:3", "device": "cpu", "precision": "fp32"}
+    with EmbeddingStore(tmp_path / "cache") as store:
+        made = extract("timm:test_resnet", some, store, progress=False, options=LoadOptions(**opts)).fingerprint
+        for layer in (None, "layer3"):
+            extract("timm:test_resnet", data, store, progress=False, options=LoadOptions(layer=layer, **opts))
+        assert find_fingerprint(store, "timm:test_resnet", "some", LoadOptions(weights="random:3")) == made
+        with pytest.raises(HubtuneError, match="2 sets of vectors of dataset 'all'"):
+            find_fingerprint(store, "timm:test_resnet", "all", LoadOptions(weights="random:3"))
