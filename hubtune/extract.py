@@ -57,9 +57,10 @@ class ExtractSummary:
 
 class TooManyFailures(HubtuneError):
     """More items failed than ``--max-failures`` allows (everything readable was still stored);
-    ``summary`` is the run's :class:`ExtractSummary`, for the report a caller still owes."""
+    ``summary`` is the run's :class:`ExtractSummary`, for the report a caller still owes (None where
+    the caller has reported it already, as the sharded engines' CLI does)."""
 
-    def __init__(self, message: str, summary: "ExtractSummary"):
+    def __init__(self, message: str, summary: "ExtractSummary | None" = None):
         super().__init__(message)
         self.summary = summary
 

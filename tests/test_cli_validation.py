@@ -179,3 +179,22 @@ def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: 
         assert find_fingerprint(store, "timm:test_resnet", "some", LoadOptions(weights="random:3")) == made
         with pytest.raises(HubtuneError, match="2 sets of vectors of dataset 'all'"):
             find_fingerprint(store, "timm:test_resnet", "all", LoadOptions(weights="random:3"))
+
+
+def test_sharded_extract_over_max_failures_reports_then_fails(tmp_path: Path, monkeypatch) -> None:
+    """The engine path prints the merged summary itself, then raises (no summary object to carry)."""
+    from click.testing import CliRunner
+
+    import hubtune.engines.driver as driver
+    from hubtune.cli import cli
+
+    table = tmp_path / "texts.jsonl"
+    table.write_text('{"text": "a"}\n')
+    summary = {"dataset": "texts", "total": 4, "computed": 1, "cached": 0, "failed": 3, "items_per_s": 1.0,
+               "seconds": 1.0, "fingerprint": "ab" * 16}
+    monkeypatch.setattr(driver, "extract_sharded", lambda *args, **kwargs: summary)
+    result = CliRunner().invoke(cli, ["extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(table), "--cache",
+                                      str(tmp_path / "c"), "--engine", "torchrun", "--max-failures", "0.5", "--json"])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["failed"] == 3
+    assert "3 of 4 items failed, over --max-failures 50.0%" in result.stderr
