@@ -88,17 +88,6 @@ def cache_option(func: Callable) -> Callable:
     )(func)
 
 
-def dataset_name_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--dataset`` of a command that records a dataset: checked before any work is done (the
-    store checks it again when it records the manifest), and ``""`` refused, not taken for unset."""
-    from hubtune.store import DatasetNameError, check_dataset_name
-
-    try:
-        return None if value is None else check_dataset_name(value)
-    except DatasetNameError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
-
-
 def resolve_cache(cache_dir: Path | None) -> Path:
     from hubtune.constants import default_cache_dir
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, dataset_name_callback, emit, json_option, model_options, print_table, resolve_cache
+from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
 
 
 class UnfreezeType(click.ParamType):
@@ -34,7 +34,7 @@ class UnfreezeType(click.ParamType):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the result (use it with predict, eval, export-model).")
 @cache_option
-@click.option("--dataset", "dataset_name", default=None, callback=dataset_name_callback, help="Name of the dataset in the store (default: DATA's name).")
+@click.option("--dataset", "dataset_name", default=None, help="Name of the dataset in the store (default: DATA's name).")
 @click.option("--head", "head_kind", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="linear: starts from the fitted linear probe (LP-FT); mlp: your own layers (--hidden).")
 @click.option("--hidden", default="512", show_default=True, help="mlp: hidden widths, e.g. 512 or 1024,256.")

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import (cache_option, dataset_name_callback, emit, json_option, model_options, print_table,
-                                resolve_cache, resolve_workers)
+from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
 from hubtune.cli_scale import engine_options, extract_on_engine
 
 STORED_DTYPES = ("float16", "float32")
@@ -27,8 +26,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 @click.argument("ref")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @cache_option
-@click.option("--dataset", "dataset_name", default=None, callback=dataset_name_callback,
-              help="Name to record DATA under (default: its file or folder name).")
+@click.option("--dataset", "dataset_name", default=None, help="Name to record DATA under (default: its file or folder name).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default="auto", show_default=True,
               help="DataLoader worker processes for reading/decoding (auto: 0 for text, half the CPUs for images).")

@@ -101,6 +101,8 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     from hubtune.store import EmbeddingStore
 
     check_head_folder(out)
+    dataset = open_dataset(data)
+    name = dataset.name(dataset_name)  # checked before the model loads
 
     options, config = options or LoadOptions(), config or FinetuneConfig()
     say = log or (lambda message: None)
@@ -108,8 +110,6 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     split = backbone.blocks()
     if backbone.layer != split.layer:
         raise BackboneOptionError(f"fine-tuning trains the model's embedding layer {split.layer!r}; drop --layer {backbone.layer}")
-    dataset = open_dataset(data)
-    name = dataset.name(dataset_name)
     items = dataset.items()
     classes, _, train_rows, _ = _labels([item.label for item in items], [item.split for item in items])
     unfrozen, why = choose_unfreeze(config.unfreeze, len(train_rows), len(classes), len(split.blocks))
