@@ -512,7 +512,7 @@ class EmbeddingStore:
         value = zlib.compress(json.dumps(manifest, separators=(",", ":")).encode(), 3)
         with self.env.begin() as txn:  # a rerun records the same manifest: its fingerprints need no new check
             same = txn.get(name.encode(), db=self._manifests) == value
-            known = set(_split_fingerprints(txn.get(name.encode(), db=self._extracted) or b"")) if same else set()
+            known = set(_split_fingerprints(self._recorded(txn, name) or b"")) if same else set()
         extracted = b"".join(sorted(known | self._complete_fingerprints(manifest_keys(manifest), known)))
         with self._write() as txn:
             for db, new in ((self._manifests, value), (self._extracted, extracted)):
@@ -588,8 +588,11 @@ class EmbeddingStore:
         older hubtune recorded, before the store kept them)."""
         self._guard()
         with self.env.begin() as txn:
-            recorded = None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
-        return [fp.hex() for fp in _split_fingerprints(recorded or b"")]
+            return [fp.hex() for fp in _split_fingerprints(self._recorded(txn, name) or b"")]
+
+    def _recorded(self, txn: Any, name: str) -> bytes | None:
+        """The ``extracted`` entry of dataset ``name`` (None: none, or an older store opened read-only)."""
+        return None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
 
     def _extracted_with(self, name: str, keys: Sequence[bytes]) -> tuple[list[bytes], bool]:
         """The fingerprints dataset ``name`` was extracted with, and whether the store recorded them.
@@ -598,7 +601,7 @@ class EmbeddingStore:
         its first 1000 items, as then (which also takes in fingerprints that only share files).
         """
         with self.env.begin() as txn:
-            recorded = None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
+            recorded = self._recorded(txn, name)
             if recorded is not None:
                 return _split_fingerprints(recorded), True
             return [fp for fp in self._stored_fingerprints(txn)
