@@ -4,11 +4,11 @@
 #   2. `hubtune bench` for timm resnet50 and vit_base_patch16_224 (random weights) at bf16 with
 #      channels-last and torch.compile, batch sizes 64 and 256;
 #   3. achieved TFLOP/s (items/s x 2 x GMACs) as a fraction of the measured matmul ceiling.
-# Needs a Python with CUDA torch, timm and transformers (the lent H200 image has them); installs
-# hubtune itself offline (no deps, no build isolation: that machine reaches no index) if missing.
+# Needs a Python with CUDA torch, timm and transformers; installs hubtune itself offline (no deps,
+# no build isolation: the GPU machine may reach no package index) if missing.
 # Finishes well under 8 minutes on an H100/H200. Results: $OUT (or benchmarks/results).
 # GPU_CHECK_SMOKE=1 runs the same steps on the CPU with tiny timm test models in seconds, so the
-# script is known to work before device time is spent on it (tests/test_gpu_check_script.py).
+# script is known to work before GPU time is spent on it (tests/test_gpu_check_script.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

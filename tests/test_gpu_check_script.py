@@ -1,5 +1,5 @@
-"""benchmarks/gpu_check.sh runs end to end (GPU_CHECK_SMOKE=1: CPU, tiny timm models), so device
-time lent to a later session is not lost on a broken script or a renamed bench column."""
+"""benchmarks/gpu_check.sh runs end to end (GPU_CHECK_SMOKE=1: CPU, tiny timm models), so GPU time
+is not lost on a broken script or a renamed bench column."""
 
 from __future__ import annotations
 
