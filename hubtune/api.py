@@ -29,7 +29,8 @@ def load_backbone(ref: str | ModelRef, options: LoadOptions | None = None, **ove
     """
     options = _prepare(options, overrides)
     resolved = resolve_ref(ref)
-    return get_source(resolved.source).load(resolved, options)
+    backbone = get_source(resolved.source).load(resolved, options)
+    return backbone.select(options.layer, options.pool)
 
 
 def pull(ref: str | ModelRef, options: LoadOptions | None = None, **overrides: Any) -> PullResult:

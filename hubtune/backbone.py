@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from hubtune.finetune.blocks import BlockSplit
+    from hubtune.pooling import LayerPools
     from hubtune.refs import ModelRef
 
 STORED_DTYPES = ("float16", "float32")
@@ -65,8 +66,8 @@ class Weights:
             raise BackboneOptionError(f"--weights {text!r}: no such file")
         return cls("file", path=path.resolve())
 
-    def revision(self) -> str:
-        """The part of the fingerprint's revision that these weights decide."""
+    def identity(self) -> str:
+        """The fingerprint's ``weights`` field: ``default``, ``random:SEED`` or ``file-sha256:HEX``."""
         if self.kind == "random":
             return f"random:{self.seed}"
         if self.kind == "file":
@@ -100,17 +101,6 @@ class LoadOptions:
     @property
     def parsed_weights(self) -> Weights:
         return Weights.parse(self.weights)
-
-
-def select_layer(requested: str | None, layers: Sequence[str], default: str, model: str) -> str:
-    """Validate ``--layer`` against what the model offers; the error lists the valid names."""
-    if requested is None:
-        return default
-    if requested not in layers:
-        raise BackboneOptionError(
-            f"model {model!r} has no layer {requested!r}; valid layers: {', '.join(layers)}"
-        )
-    return requested
 
 
 def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> None:
@@ -180,7 +170,13 @@ class ImagePreprocessor(Preprocessor):
 
 
 class Backbone(ABC):
-    """A frozen network with its preprocessing, layer, pooling, device and precision fixed."""
+    """A frozen network with its preprocessing, layer, pooling, device and precision fixed.
+
+    A source *declares*: the layers (``layers``, ``default_layer``), the pools each layer accepts
+    (:meth:`pools`), and how to set the network up for a choice (:meth:`configure`). The core
+    *validates and records*: :meth:`select` checks ``--layer`` and ``--pool`` against the
+    declaration and stores the canonical names, so a recorded choice always passes again.
+    """
 
     modality: ClassVar[str] = "image"
 
@@ -188,24 +184,27 @@ class Backbone(ABC):
         self,
         *,
         ref: "ModelRef",
-        revision: str,
+        revision: str | None,
         model: "torch.nn.Module",
         preprocessor: Preprocessor,
         preprocess_config: dict[str, Any],
         layers: Sequence[str],
-        layer: str,
-        pool: str,
         options: LoadOptions,
+        default_layer: str | None = None,
     ):
         from hubtune.runtime import resolve_device, resolve_precision
 
+        if not layers:
+            raise BackboneOptionError(f"{ref}: the backbone declares no layers")
         self.ref = ref
         self.revision = revision
+        self.weights = options.parsed_weights.identity()
         self.preprocessor = preprocessor
         self.preprocess_config = preprocess_config
         self.layers = list(layers)
-        self.layer = layer
-        self.pool = pool
+        self.default_layer = default_layer or self.layers[0]
+        self.layer: str | None = None  # set by select()
+        self.pool: str | None = None
         self.options = options
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
@@ -219,6 +218,26 @@ class Backbone(ABC):
     @abstractmethod
     def forward(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """Run the network on a collated batch already on ``self.device``; return ``(B, dim)``."""
+
+    @abstractmethod
+    def pools(self, layer: str) -> "LayerPools":
+        """The pools ``layer`` accepts and its default (``hubtune.pooling.TOKENS``, ``FEATURE_MAP``,
+        ``POOLED`` or ``pools_for_rank(ndim)``); ``layer`` is one of ``self.layers``."""
+
+    def configure(self, layer: str, pool: str) -> None:
+        """Set the network up for a validated ``layer`` and canonical ``pool`` (called once, by
+        :meth:`select`). The default does nothing; sources that rebuild a pooling head override it."""
+
+    def export_recipe(self) -> dict[str, Any]:
+        """How ``export-model`` rebuilds this network without hubtune (JSON metadata).
+
+        The default, ``{"library": "torch.export"}``, makes ``export-model`` save a ``torch.export``
+        program of :meth:`forward` (works for any source). A source whose network its own library
+        can rebuild from a state dict returns ``{"library": ..., "loader": FILE, ...}``, where FILE
+        is a self-contained module beside the source that defines ``build(meta)`` and
+        ``embed(model, meta, *inputs)``; ``export-model`` copies it beside the checkpoint.
+        """
+        return {"library": "torch.export"}
 
     def blocks(self) -> "BlockSplit":
         """The network as ``stem -> blocks[0..n-1] -> neck`` (what ``finetune --unfreeze N`` splits).
@@ -237,6 +256,23 @@ class Backbone(ABC):
         return Image.new("RGB", (64, 64), (127, 127, 127))
 
     # -- provided by the core ---------------------------------------------------------------------
+    def select(self, layer: str | None = None, pool: str | None = None) -> "Backbone":
+        """Validate ``--layer`` / ``--pool`` against what this backbone declares, then configure it."""
+        chosen = self.default_layer if layer is None else layer
+        if chosen not in self.layers:
+            raise BackboneOptionError(f"{self.ref} has no layer {chosen!r}; valid layers: {', '.join(self.layers)}")
+        canonical = self.pools(chosen).canonical(pool, chosen, str(self.ref))
+        self.configure(chosen, canonical)
+        self.layer, self.pool, self._dim = chosen, canonical, None
+        return self
+
+    def load_options(self) -> LoadOptions:
+        """The options that rebuild exactly this backbone (what a head records): canonical layer and
+        pool, resolved precision."""
+        from dataclasses import replace
+
+        return replace(self.options, layer=self.layer, pool=self.pool, precision=self.precision)
+
     def to_device(self, batch: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
         """Move a collated batch to the device (channels-last images for conv nets)."""
         import torch
@@ -300,12 +336,15 @@ class Backbone(ABC):
         return self._dim
 
     def fingerprint_fields(self, stored_dtype: str = "float16") -> dict[str, Any]:
+        if self.layer is None or self.pool is None:
+            raise BackboneOptionError(f"{self.ref}: no layer chosen yet (call select(), as load_backbone does)")
         if stored_dtype not in STORED_DTYPES:
             raise BackboneOptionError(f"stored dtype {stored_dtype!r}; expected one of {STORED_DTYPES}")
         return {
             "source": self.ref.source,
             "model": self.ref.id,
             "revision": self.revision,
+            "weights": self.weights,
             "layer": self.layer,
             "pool": self.pool,
             "preprocess": self.preprocess_config,
@@ -332,10 +371,12 @@ class Backbone(ABC):
             "modality": self.modality,
             "dim": self.dim,
             "revision": self.revision,
+            "weights": self.weights,
             "fingerprint": self.fingerprint(),
             "layer": self.layer,
             "pool": self.pool,
             "layers": self.layers,
+            "pools": list(self.pools(self.layer).names) if self.layer else [],
             "blocks": self.block_names(),
             "precision": self.precision,
             "device": str(self.device),

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from hubtune.pooling import POOLS
+from hubtune.pooling import NATIVE, POOLS
 from hubtune.runtime import PRECISIONS
 
 
@@ -48,8 +48,9 @@ def model_options(func: Callable | None = None, *, precision: bool = True) -> Ca
     options = [
         click.option("--layer", default=None, help="Layer to embed from (default: the model's embedding layer; "
                      "`hubtune info REF` lists them)."),
-        click.option("--pool", type=click.Choice(POOLS), default=None,
-                     help="How a layer's output becomes one vector (default: the model's own)."),
+        click.option("--pool", default=None, metavar="NAME",
+                     help=f"How a layer's output becomes one vector: {', '.join(POOLS)} or {NATIVE} (the model's "
+                     "own), as the layer accepts (default: the layer's own; `hubtune info REF --layer L` lists them)."),
         *([click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                         help="Compute precision; auto = bf16 where the device runs it fast, else fp32.")]
           if precision else []),

@@ -94,13 +94,16 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
     from hubtune.errors import BackboneOptionError
     from hubtune.neighbours import query_vectors, search_dataset
 
+    from hubtune.vectors import resolved_options
+
     store, fingerprint, found = _dataset_index(cache_dir, ref, dataset_name, options, kind, metric, max_memory,
                                                nprobe, ef_search, rebuild)
     stored_dtype = store.fingerprints()[fingerprint]["dtype"]
+    exact = resolved_options(store, fingerprint, options)  # unset options: the values the vectors were made with
     store.close()
 
     def backbone() -> Any:
-        loaded = load_backbone(ref, options)
+        loaded = load_backbone(ref, exact)
         if loaded.fingerprint(stored_dtype) != fingerprint:
             raise BackboneOptionError(
                 f"{ref} with these options embeds as {loaded.fingerprint(stored_dtype)}, but dataset "

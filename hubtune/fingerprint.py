@@ -13,12 +13,13 @@ import os
 from typing import Any, Mapping
 
 #: Bumped whenever the stored layout of a vector changes, so old caches are never misread.
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 
 FIELDS = (
     "source",  # plugin source name: hf, timm, torchvision, ...
     "model",  # model id within the source
-    "revision",  # commit sha, weights enum name, weights file hash, or random seed
+    "revision",  # what the source resolved the reference to: commit sha, weights enum name (None: nothing to resolve)
+    "weights",  # --weights identity: default, random:SEED or file-sha256:HEX
     "layer",  # canonical layer name
     "pool",  # canonical pooling name
     "preprocess",  # the full preprocessing config (size, crop, mean/std, tokenizer max length, ...)

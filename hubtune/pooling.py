@@ -8,7 +8,8 @@ spelling). ``none`` flattens everything, for layers whose shape is fixed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Mapping
 
 from hubtune.errors import BackboneOptionError
 
@@ -18,26 +19,64 @@ if TYPE_CHECKING:
 POOLS = ("cls", "mean", "avg", "max", "gem", "none")
 TOKEN_POOLS = ("cls", "mean", "max", "gem", "none")
 MAP_POOLS = ("avg", "max", "gem", "none")
+#: the pooling of a layer the model pools itself (timm's ``pre_logits``, torchvision's penultimate layer)
+NATIVE = "native"
 GEM_P = 3.0
 GEM_EPS = 1e-6
 
 
-def canonical_pool(pool: str, ndim: int) -> str:
-    """The canonical name of ``pool`` for an output with ``ndim`` dimensions (3 tokens, 4 map)."""
-    if pool not in POOLS:
-        raise BackboneOptionError(f"unknown pooling {pool!r}; expected one of {', '.join(POOLS)}")
+@dataclass(frozen=True)
+class LayerPools:
+    """What ``--pool`` may be for one layer, as its backbone declares it.
+
+    ``names`` are the canonical pool names the layer accepts, ``default`` the one used when
+    ``--pool`` is unset, and ``aliases`` other spellings of the same pooling (``mean`` of a feature
+    map is ``avg``). The core validates ``--pool`` against this and records the canonical name, so a
+    recorded pooling always passes the same check again.
+    """
+
+    names: tuple[str, ...]
+    default: str
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default not in self.names:
+            raise ValueError(f"default pooling {self.default!r} is not among {self.names}")
+
+    def with_default(self, default: str) -> "LayerPools":
+        """The same pools with another default (``cls`` for a ViT's tokens, a repository's own mode)."""
+        return replace(self, default=self.aliases.get(default, default))
+
+    def canonical(self, pool: str | None, layer: str, model: str) -> str:
+        """The canonical name of ``pool`` (``None``: the default); an error lists what applies."""
+        if pool is None:
+            return self.default
+        name = self.aliases.get(pool, pool)
+        if name not in self.names:
+            raise BackboneOptionError(
+                f"{model}: --pool {pool} does not apply to layer {layer!r}; it accepts {', '.join(self.names)} "
+                f"(default {self.default}); `hubtune info {model} --layer {layer}` shows them"
+            )
+        return name
+
+
+#: a token sequence ``(B, L, D)``
+TOKENS = LayerPools(TOKEN_POOLS, "mean", {"avg": "mean"})
+#: a feature map ``(B, C, H, W)``
+FEATURE_MAP = LayerPools(MAP_POOLS, "avg", {"mean": "avg"})
+#: an output the model has already pooled to ``(B, D)``
+POOLED = LayerPools((NATIVE,), NATIVE)
+
+
+def pools_for_rank(ndim: int) -> LayerPools:
+    """The pools that apply to an output of ``ndim`` dimensions (3: tokens, 4: a feature map, 2: pooled)."""
     if ndim == 3:
-        pool = "mean" if pool == "avg" else pool
-        allowed = TOKEN_POOLS
-    elif ndim == 4:
-        pool = "avg" if pool == "mean" else pool
-        allowed = MAP_POOLS
-    else:
-        allowed = ("none",)
-    if pool not in allowed:
-        kind = {3: "a token sequence", 4: "a feature map"}.get(ndim, f"a {ndim}-d output")
-        raise BackboneOptionError(f"pooling {pool!r} does not apply to {kind}; expected one of {', '.join(allowed)}")
-    return pool
+        return TOKENS
+    if ndim == 4:
+        return FEATURE_MAP
+    if ndim == 2:
+        return POOLED
+    return LayerPools(("none",), "none")
 
 
 def pool_tokens(hidden: "torch.Tensor", mask: "torch.Tensor | None", pool: str) -> "torch.Tensor":

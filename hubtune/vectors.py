@@ -35,14 +35,6 @@ def _covers(store: EmbeddingStore, fingerprint: str, keys: list[bytes]) -> bool:
     return any(store.has(fingerprint, keys[:1000]))
 
 
-def _weights_tag(revision: str) -> str:
-    """The weights part of a stored revision: ``random:N``, ``file-sha256:...`` or ``default``."""
-    for marker in ("random:", "file-sha256:"):
-        if marker in revision:
-            return revision[revision.index(marker):]
-    return "default"
-
-
 def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored_dtype: str | None,
              any_weights: bool = False) -> bool:
     from hubtune.registry import resolve_ref
@@ -50,14 +42,14 @@ def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored
     ref = resolve_ref(ref_text)
     if fields["source"] != ref.source or fields["model"] != ref.id:
         return False
-    revision = str(fields["revision"])
-    if ref.revision and not revision.startswith(ref.revision):
+    if ref.revision and not str(fields["revision"] or "").startswith(ref.revision):
         return False
-    if not any_weights and _weights_tag(revision) != options.parsed_weights.revision():
+    if not any_weights and fields["weights"] != options.parsed_weights.identity():
         return False
-    wanted = {"layer": options.layer, "pool": options.pool, "stored_dtype": stored_dtype,
+    wanted = {"layer": options.layer, "stored_dtype": stored_dtype,
               "precision": None if options.precision == "auto" else options.precision}
-    return all(value is None or fields[name] == value for name, value in wanted.items())
+    pool_ok = options.pool is None or options.pool == fields["pool"] or {options.pool, fields["pool"]} == {"mean", "avg"}
+    return pool_ok and all(value is None or fields[name] == value for name, value in wanted.items())
 
 
 def find_fingerprint(
@@ -92,7 +84,7 @@ def find_fingerprint(
     for fp in candidates:
         fields = store.fingerprints()[fp]["fields"]
         described.append(
-            f"{fp} (revision {fields['revision']}, layer {fields['layer']}, pool {fields['pool']}, "
+            f"{fp} (revision {fields['revision']}, weights {fields['weights']}, layer {fields['layer']}, pool {fields['pool']}, "
             f"precision {fields['precision']}, stored {fields['stored_dtype']})"
         )
     raise FingerprintLookupError(
@@ -108,7 +100,7 @@ def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptio
     from dataclasses import replace
 
     fields = store.fingerprints()[fingerprint]["fields"]
-    tag = _weights_tag(str(fields["revision"]))
+    tag = fields["weights"]
     weights = tag if tag.startswith("random:") else options.weights
     if tag.startswith("file-sha256:") and options.parsed_weights.kind != "file":
         raise FingerprintLookupError(f"the vectors of fingerprint {fingerprint} were made with a weights file "

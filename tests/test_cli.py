@@ -80,7 +80,7 @@ def test_info_timm_random_and_layer_options() -> None:
     import timm
 
     channels = {i["module"]: i["num_chs"] for i in timm.create_model("test_resnet").feature_info}
-    assert data["dim"] == channels["layer3"] and data["pool"] == "avg" and data["revision"] == "random:0"
+    assert data["dim"] == channels["layer3"] and data["pool"] == "avg" and data["weights"] == "random:0"
     assert data["preprocess"]["input_size"] == [3, 160, 160]
 
 

@@ -15,6 +15,7 @@ BASE = {
     "source": "timm",
     "model": "resnet50.a1_in1k",
     "revision": "0123456789abcdef0123456789abcdef01234567",
+    "weights": "default",
     "layer": "pre_logits",
     "pool": "native",
     "preprocess": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -28,6 +29,7 @@ CHANGED = {
     "source": "torchvision",
     "model": "resnet50.tv_in1k",
     "revision": "1123456789abcdef0123456789abcdef01234567",
+    "weights": "random:0",
     "layer": "layer3",
     "pool": "gem",
     "preprocess": {**BASE["preprocess"], "crop_pct": 0.875},
@@ -101,7 +103,7 @@ def test_backbone_fingerprint_stable_across_processes() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"layer": "features"}, {"layer": "layer2"}, {"pool": "max"}, {"precision": "bf16"},
-     {"weights": "random:4"}],
+     {"weights": "random:4"}, {"pool": "avg"}],
     ids=lambda c: next(iter(c.items()))[0] + "=" + str(next(iter(c.values()))),
 )
 def test_backbone_options_change_the_fingerprint(change: dict) -> None:
@@ -111,6 +113,20 @@ def test_backbone_options_change_the_fingerprint(change: dict) -> None:
     before = hubtune.load_backbone("timm:test_resnet", **base).fingerprint()
     after = hubtune.load_backbone("timm:test_resnet", **{**base, **change}).fingerprint()
     assert before != after
+
+
+def test_weights_are_their_own_field_never_part_of_the_revision(tmp_path) -> None:
+    import hubtune
+
+    random = hubtune.load_backbone("timm:test_resnet", weights="random:3", device="cpu")
+    fields = random.fingerprint_fields()
+    assert fields["weights"] == "random:3" and fields["revision"] is None
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in random.model.state_dict().items()}, str(path))
+    from_file = hubtune.load_backbone("timm:test_resnet", weights=str(path), device="cpu")
+    assert from_file.weights.startswith("file-sha256:") and from_file.revision is None
 
 
 def test_stored_dtype_changes_the_backbone_fingerprint() -> None:

@@ -98,7 +98,7 @@ def test_timm_matches_forward_head_pre_logits(name: str, rgb_images: list[bytes]
     with torch.no_grad():
         expected = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
     backbone = hubtune.load_backbone(f"timm:{name}", weights=weights, precision="fp32", device="cpu")
-    assert backbone.revision.startswith("file-sha256:")
+    assert backbone.weights.startswith("file-sha256:")
     np.testing.assert_allclose(backbone.embed(rgb_images), expected, rtol=1e-4, atol=1e-5)
 
 

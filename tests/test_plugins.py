@@ -34,6 +34,11 @@ def _to_tensor(image: Any) -> Any:
 
 
 class FakeBackbone(Backbone):
+    def pools(self, layer: str) -> Any:
+        from hubtune.plugin import FEATURE_MAP
+
+        return FEATURE_MAP
+
     def forward(self, batch: dict) -> Any:
         return self.model(batch["pixel_values"]).mean((2, 3))  # (B, 3, 16, 16) -> (B, FAKE_DIM)
 
@@ -51,9 +56,9 @@ class FakeSource(Source):
         weights = options.parsed_weights
         torch.manual_seed(weights.seed)
         return FakeBackbone(
-            ref=ref, revision=weights.revision(), model=torch.nn.Conv2d(3, FAKE_DIM, 1),
+            ref=ref, revision=None, model=torch.nn.Conv2d(3, FAKE_DIM, 1),
             preprocessor=ImagePreprocessor(_to_tensor), preprocess_config={"size": [16, 16]},
-            layers=["conv"], layer="conv", pool="avg", options=options,
+            layers=["conv"], options=options,
         )
 
 
@@ -330,7 +335,7 @@ def test_load_backbone_from_the_fake_source(fake_plugin: str, rgb_images: list[b
     vectors = backbone.embed(rgb_images)
     assert vectors.shape == (len(rgb_images), backbone.dim) and backbone.dim == FAKE_DIM
     assert vectors.dtype.name == "float32"
-    assert backbone.ref == ModelRef("fake", "anything") and backbone.revision == "random:0"
+    assert backbone.ref == ModelRef("fake", "anything") and backbone.weights == "random:0"
     again = load_backbone("fake-only-net", weights="random").embed(rgb_images)
     assert (again == vectors).all()  # same seed, same function
     assert load_backbone("fake:anything", weights="random:1").fingerprint() != backbone.fingerprint()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from hubtune.data import Item
     from hubtune.finetune.blocks import BlockSplit
+    from hubtune.pooling import LayerPools
     from hubtune.store import EmbeddingStore
     from hubtune.vectors import DatasetVectors
 
@@ -50,14 +51,20 @@ class SplitEncoder(Backbone):
         self.max_length = int(backbone.preprocess_config.get("max_length") or 0)
         super().__init__(
             ref=backbone.ref, revision=backbone.revision, model=backbone.model, preprocessor=backbone.preprocessor,
-            preprocess_config=backbone.preprocess_config, layers=backbone.layers,
-            layer=f"split:{split.blocks[start][0]}", pool="none", options=backbone.options,
+            preprocess_config=backbone.preprocess_config, layers=[f"split:{split.blocks[start][0]}"],
+            options=backbone.options,
         )
+        self.select()  # its one layer, unpooled
         self.probe_item = backbone.probe_item  # type: ignore[method-assign]
         sample = self.to_device(self.preprocessor.collate([self.preprocessor(self.probe_item())]))
         with torch.no_grad():
             hidden, _ = split.prefix(sample, start)
         self.shape = [self.max_length, hidden.shape[-1]] if self.modality == "text" else list(hidden.shape[1:])
+
+    def pools(self, layer: str) -> "LayerPools":
+        from hubtune.pooling import LayerPools
+
+        return LayerPools(("none",), "none")
 
     def activations(self, batch: dict) -> tuple["torch.Tensor", "torch.Tensor | None"]:
         """The prefix's output for a collated batch on the device: ``(hidden, mask)``."""

@@ -145,7 +145,7 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     groups = param_groups(depths, len(split.blocks) + 1, config.train.lr, config.train.weight_decay, config.train.layer_decay)
     result = train_top(top, groups, source, y, train, val, config.train, backbone.autocast, backbone.precision, progress)
     fingerprint = encoder.fingerprint("float16")
-    model = {"ref": ref, "options": asdict(options), "fingerprint": fingerprint,
+    model = {"ref": ref, "options": asdict(backbone.load_options()), "fingerprint": fingerprint,
              "backbone_fingerprint": backbone.fingerprint(), "start": start, "unfrozen": unfrozen,
              "blocks": [n for n, _ in split.blocks], "trained_blocks": [n for n, _ in split.blocks[start:]]}
     summary = {"unfrozen": unfrozen, "unfreeze_reason": why, "val_accuracy": result.val_accuracy,

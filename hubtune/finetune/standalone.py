@@ -1,8 +1,11 @@
 """Load a model written by ``hubtune export-model`` with plain torch: no hubtune needed.
 
 This file is self-contained on purpose (``export-model`` copies it beside the checkpoint as
-``hubtune_loader.py``): it needs torch, safetensors and the model's own library (timm,
-torchvision or transformers), and rebuilds the network from the checkpoint's metadata.
+``hubtune_loader.py``): it needs torch, safetensors and the model's own library. The network is
+rebuilt either by the source's own small rebuild module (copied beside it too, named in the
+metadata as ``loader_module``: ``build(meta)`` and ``embed(model, meta, inputs, pool)``) from the
+``backbone.*`` tensors, or, for sources without one, from a ``torch.export`` program file
+(``program``), checked to hold no pickled payloads before it is loaded.
 
     from hubtune_loader import load
     model, meta = load("model.safetensors")
@@ -10,63 +13,72 @@ torchvision or transformers), and rebuilds the network from the checkpoint's met
     logits = model(input_ids, attention_mask)          # text models: token ids from the repo's tokenizer
     meta["classes"][int(logits.argmax(1)[0])]
 
-The checkpoint holds ``backbone.*`` (the whole network, fine-tuned blocks included) and ``head.*``;
-its metadata ``hubtune`` (JSON) says how to build each: library, architecture, pooling, head.
+The checkpoint holds ``head.*`` and, with a rebuild module, ``backbone.*`` (the whole network,
+fine-tuned blocks included); its metadata ``hubtune`` (JSON) says how to build each.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
-def _replace_last_linear(model: nn.Module) -> None:
-    last = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
-    model.set_submodule(last, nn.Identity())
-
-
-def _pool_tokens(hidden: torch.Tensor, mask: torch.Tensor | None, pool: str) -> torch.Tensor:
-    if pool == "cls":
-        return hidden[:, 0]
-    weights = (torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask).unsqueeze(-1).to(hidden.dtype)
-    if pool == "mean":
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    if pool == "max":
-        return hidden.masked_fill(weights == 0, -1e9).max(1).values
-    raise ValueError(f"pooling {pool!r} is not supported by this loader")
-
-
-def _pool(output: torch.Tensor, mask: torch.Tensor | None, pool: str) -> torch.Tensor:
-    if output.ndim == 3:
-        return _pool_tokens(output, mask, pool)
+def pool(output: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """A token sequence ``(B, L, D)`` or feature map ``(B, C, H, W)`` -> ``(B, D)``, as hubtune pools it."""
     if output.ndim == 4:
-        return output.mean((2, 3)) if pool == "avg" else output.amax((2, 3))
-    return output
+        return output.mean((2, 3)) if how == "avg" else output.amax((2, 3))
+    if output.ndim != 3:
+        return output
+    if how == "cls":
+        return output[:, 0]
+    weights = (torch.ones(output.shape[:2], device=output.device) if mask is None else mask).unsqueeze(-1).to(output.dtype)
+    if how == "mean":
+        return (output * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    if how == "max":
+        return output.masked_fill(weights == 0, -1e9).max(1).values
+    raise ValueError(f"pooling {how!r} is not supported by this loader")
 
 
-def _backbone(meta: dict[str, Any]) -> nn.Module:
-    library = meta["library"]
-    if library == "timm":
-        import timm
+class ProgramBackbone(nn.Module):
+    """A ``torch.export`` program of the backbone's forward (``library: torch.export``)."""
 
-        kwargs = {"global_pool": meta["global_pool"]} if meta.get("global_pool") is not None else {}
-        return timm.create_model(meta["architecture"], pretrained=False, num_classes=meta["num_classes"], **kwargs)
-    if library == "torchvision":
-        from torchvision.models import get_model
+    def __init__(self, program: Any, inputs: list[str]):
+        super().__init__()
+        self.program, self.inputs = program, inputs
 
-        model = get_model(meta["architecture"], weights=None, **meta.get("kwargs", {}))
-        _replace_last_linear(model)
-        return model
-    if library == "transformers":
-        from transformers import AutoConfig, AutoModel
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.program(dict(zip(self.inputs, inputs)))
 
-        config = dict(meta["config"])
-        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-    raise ValueError(f"unknown library {library!r} in the checkpoint metadata")
+
+def _check_program(path: Path) -> None:
+    """Refuse a program archive that would unpickle anything (``torch.export.load`` would)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(("weights_config.json", "constants_config.json")):
+                config = json.loads(archive.read(name))
+                if any(entry.get("use_pickle") for entry in config.get("config", {}).values()):
+                    raise ValueError(f"{path}: {name} holds pickled payloads; refusing to load it")
+            elif name.endswith(".pt"):
+                import io
+
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)  # tensors only, or it raises
+
+
+def _library(meta: dict[str, Any], folder: Path) -> Any:
+    """The source's own rebuild module, copied beside this loader by ``export-model``."""
+    import importlib.util
+
+    path = folder / meta["loader_module"]
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_head(spec: dict[str, Any], dim: int, classes: int) -> nn.Module:
@@ -84,22 +96,14 @@ def build_head(spec: dict[str, Any], dim: int, classes: int) -> nn.Module:
 class ExportedModel(nn.Module):
     """Backbone embedding (as hubtune computes it) -> head logits."""
 
-    def __init__(self, meta: dict[str, Any], backbone: nn.Module, head: nn.Module):
+    def __init__(self, meta: dict[str, Any], backbone: nn.Module, head: nn.Module, library: Any = None):
         super().__init__()
-        self.meta, self.backbone, self.head = meta, backbone, head
+        self.meta, self.backbone, self.head, self.library = meta, backbone, head, library
 
     def embed(self, *inputs: torch.Tensor) -> torch.Tensor:
-        meta, model = self.meta, self.backbone
-        if meta["library"] == "timm":
-            return model.forward_head(model.forward_features(inputs[0]), pre_logits=True)
-        if meta["library"] == "torchvision":
-            return model(inputs[0])
-        if meta["modality"] == "text":
-            input_ids, mask = inputs[0], inputs[1] if len(inputs) > 1 else None
-            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            vectors = _pool(hidden, mask, meta["pool"])
-            return F.normalize(vectors.float(), dim=-1) if meta.get("normalize") else vectors
-        return _pool(model(pixel_values=inputs[0]).last_hidden_state, None, meta["pool"])
+        if self.library is None:
+            return self.backbone(*inputs)
+        return self.library.embed(self.backbone, self.meta, inputs, pool)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(*inputs))
@@ -110,11 +114,19 @@ def load(path: str, device: str = "cpu") -> tuple[ExportedModel, dict[str, Any]]
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(path, framework="pt") as handle:
+    checkpoint = Path(path)
+    with safe_open(str(checkpoint), framework="pt") as handle:
         meta = json.loads(handle.metadata()["hubtune"])
-    tensors = load_file(path, device=device)
-    backbone = _backbone(meta)
-    backbone.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+    tensors = load_file(str(checkpoint), device=device)
+    library = None
+    if meta["library"] == "torch.export":
+        program_path = checkpoint.parent / meta["program"]
+        _check_program(program_path)
+        backbone: nn.Module = ProgramBackbone(torch.export.load(str(program_path)).module(), meta["inputs"])
+    else:
+        library = _library(meta, checkpoint.parent)
+        backbone = library.build(meta)
+        backbone.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
     head = build_head(meta["head"], meta["dim"], len(meta["classes"]))
     head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
-    return ExportedModel(meta, backbone, head).to(device).eval(), meta
+    return ExportedModel(meta, backbone, head, library).to(device).eval(), meta

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from hubtune.backbone import LoadOptions, load_weights_into
+from hubtune.plugin import LoadOptions, load_weights_into
 from hubtune.hfhub import require_safetensors
 
 if TYPE_CHECKING:
     import torch
 
+LOADER = Path(__file__).with_name("standalone.py")
 
-def load_model(folder: Path, options: LoadOptions, what: str) -> tuple["torch.nn.Module", str]:
-    """AutoModel from a pinned snapshot per ``--weights``; returns (model, revision suffix)."""
+
+def load_model(folder: Path, options: LoadOptions, what: str) -> "torch.nn.Module":
+    """AutoModel from a pinned snapshot per ``--weights`` (random and file weights use its config)."""
     import torch
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
@@ -26,18 +28,24 @@ def load_model(folder: Path, options: LoadOptions, what: str) -> tuple["torch.nn
         model = AutoModel.from_pretrained(
             str(folder), use_safetensors=True, trust_remote_code=remote, dtype=torch.float32
         )
-        return model, ""
+        return model
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=remote)
     torch.manual_seed(weights.seed)
     model = AutoModel.from_config(config, trust_remote_code=remote, dtype=torch.float32)
     if weights.kind == "file":
         load_weights_into(model, weights, what)
-    return model, "+" + weights.revision()
+    return model
 
 
 def hidden_state_layers(count: int) -> list[str]:
     """``last`` (the model's final output) plus every entry of ``output_hidden_states``."""
     return ["last"] + [f"hidden_states.{index}" for index in range(count)]
+
+
+def export_recipe(model: "torch.nn.Module", pool: str, normalize: bool) -> dict[str, Any]:
+    """How the standalone loader rebuilds an hf model (its config, then the state dict)."""
+    return {"library": "transformers", "loader": str(LOADER), "config": model.config.to_dict(), "pool": pool,
+            "normalize": normalize}
 
 
 def hidden_state_index(layer: str) -> int | None:

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from hubtune.backbone import Backbone, LoadOptions, Preprocessor, select_layer
-from hubtune.errors import BackboneOptionError, InputError
-from hubtune.pooling import canonical_pool, pool_tokens
-from hubtune.refs import ModelRef
-from hubtune_hf.common import encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
+from hubtune.plugin import (
+    TOKENS, Backbone, BackboneOptionError, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor, pool_tokens,
+)
+from hubtune_hf.common import (
+    encoder_blocks, encoder_run, export_recipe, hidden_state_index, hidden_state_layers, load_model,
+)
 
 ST_POOL_MODES = {
     "pooling_mode_cls_token": "cls",
@@ -138,10 +139,20 @@ class TokenizerPreprocessor(Preprocessor):
 class HFTextBackbone(Backbone):
     modality = "text"
 
-    def __init__(self, *, normalize: bool, **kwargs: Any):
+    def __init__(self, *, normalize: bool, default_pool: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.normalize = normalize
-        self.hidden_index = hidden_state_index(self.layer)
+        self.default_pool = default_pool  # a sentence-transformers repo's own pooling mode, else mean
+        self.hidden_index: int | None = None
+
+    def pools(self, layer: str) -> LayerPools:
+        return TOKENS.with_default(self.default_pool)
+
+    def configure(self, layer: str, pool: str) -> None:
+        self.hidden_index = hidden_state_index(layer)
+
+    def export_recipe(self) -> dict[str, Any]:
+        return export_recipe(self.model, self.pool, self.normalize) if self.layer == "last" else super().export_recipe()
 
     def probe_item(self) -> str:
         return "probe"
@@ -180,16 +191,12 @@ def build_text_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> HF
     from transformers import AutoTokenizer
 
     st_config = read_sentence_transformers_config(folder)
-    model, weights_suffix = load_model(folder, options, f"hf:{ref.id}")
+    model = load_model(folder, options, f"hf:{ref.id}")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=options.trust_remote_code)
     limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
     max_length = min(int(limit) for limit in limits if limit and limit < 1_000_000)
     if st_config and st_config["max_length"]:
         max_length = min(max_length, int(st_config["max_length"]))
-    layers = hidden_state_layers(int(model.config.num_hidden_layers) + 1)
-    layer = select_layer(options.layer, layers, "last", f"hf:{ref.id}")
-    default_pool = (st_config or {}).get("pool") or "mean"
-    pool = canonical_pool(options.pool or default_pool, 3)
     normalize = bool(st_config and st_config["normalize"])
     lowercase = bool(st_config and st_config["lowercase"])
     strip = st_config is not None  # sentence-transformers strips surrounding whitespace
@@ -203,13 +210,12 @@ def build_text_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> HF
     }
     return HFTextBackbone(
         ref=ref,
-        revision=ref.revision + weights_suffix,
+        revision=ref.revision,
         model=model,
         preprocessor=TokenizerPreprocessor(tokenizer, max_length, lowercase, strip),
         preprocess_config=preprocess,
-        layers=layers,
-        layer=layer,
-        pool=pool,
+        layers=hidden_state_layers(int(model.config.num_hidden_layers) + 1),
         options=options,
         normalize=normalize,
+        default_pool=(st_config or {}).get("pool") or "mean",
     )

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hubtune.backbone import Backbone, ImagePreprocessor, LoadOptions, select_layer
-from hubtune.pooling import canonical_pool, pool_any
-from hubtune.refs import ModelRef
-from hubtune_hf.common import encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
+from hubtune.plugin import Backbone, ImagePreprocessor, LayerPools, LoadOptions, ModelRef, pool_any, pools_for_rank
+from hubtune_hf.common import (
+    encoder_blocks, encoder_run, export_recipe, hidden_state_index, hidden_state_layers, load_model,
+)
 
 
 class ProcessorTransform:
@@ -25,9 +25,20 @@ class ProcessorTransform:
 class HFVisionBackbone(Backbone):
     modality = "image"
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, *, ranks: dict[str, int], **kwargs: Any):
         super().__init__(**kwargs)
-        self.hidden_index = hidden_state_index(self.layer)
+        self.ranks = ranks  # layer -> rank of its output (3: tokens, 4: a feature map)
+        self.hidden_index: int | None = None
+
+    def pools(self, layer: str) -> LayerPools:
+        pools = pools_for_rank(self.ranks[layer])
+        return pools.with_default("cls") if self.ranks[layer] == 3 else pools  # ViT-like: the CLS token
+
+    def configure(self, layer: str, pool: str) -> None:
+        self.hidden_index = hidden_state_index(layer)
+
+    def export_recipe(self) -> dict[str, Any]:
+        return export_recipe(self.model, self.pool, False) if self.layer == "last" else super().export_recipe()
 
     def _select(self, pixel_values: Any, all_hidden: bool) -> Any:
         outputs = self.model(pixel_values=pixel_values, output_hidden_states=all_hidden)
@@ -68,7 +79,7 @@ def build_vision_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> 
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    model, weights_suffix = load_model(folder, options, f"hf:{ref.id}")
+    model = load_model(folder, options, f"hf:{ref.id}")
     processor = AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=options.trust_remote_code)
     transform = ProcessorTransform(processor)
     # One probe tells the number of hidden states and each one's shape (tokens or feature map).
@@ -76,18 +87,15 @@ def build_vision_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> 
     with torch.inference_mode():
         outputs = model.eval()(pixel_values=probe, output_hidden_states=True)
     layers = hidden_state_layers(len(outputs.hidden_states))
-    layer = select_layer(options.layer, layers, "last", f"hf:{ref.id}")
-    index = hidden_state_index(layer)
-    shape_ndim = (outputs.last_hidden_state if index is None else outputs.hidden_states[index]).ndim
-    pool = canonical_pool(options.pool or ("cls" if shape_ndim == 3 else "avg"), shape_ndim)
+    ranks = {layer: (outputs.last_hidden_state if hidden_state_index(layer) is None
+                     else outputs.hidden_states[hidden_state_index(layer)]).ndim for layer in layers}
     return HFVisionBackbone(
         ref=ref,
-        revision=ref.revision + weights_suffix,
+        revision=ref.revision,
         model=model,
         preprocessor=ImagePreprocessor(transform),
         preprocess_config=_jsonable(processor.to_dict()),
         layers=layers,
-        layer=layer,
-        pool=pool,
         options=options,
+        ranks=ranks,
     )

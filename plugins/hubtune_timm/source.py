@@ -15,16 +15,17 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from hubtune.backbone import RANDOM_INSTEAD, Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
-from hubtune.errors import BackboneOptionError, ModelNotFoundError
 from hubtune.hfhub import require_safetensors, snapshot
-from hubtune.pooling import canonical_pool, pool_any
-from hubtune.refs import HF_HUB_PREFIX, ModelRef
-from hubtune.sources import ModelInfo, PullResult, Source
+from hubtune.plugin import (
+    NATIVE, RANDOM_INSTEAD, Backbone, BackboneOptionError, ImagePreprocessor, LayerPools, LoadOptions,
+    ModelInfo, ModelNotFoundError, ModelRef, PullResult, Source, load_weights_into, pool_any, pools_for_rank,
+)
+from hubtune.refs import HF_HUB_PREFIX
 
-NATIVE_POOL = "native"
+PRE_LOGITS = "pre_logits"
 #: hubtune pooling name -> timm ``global_pool`` for the ``pre_logits`` layer
-TIMM_GLOBAL_POOL = {"avg": "avg", "mean": "avg", "max": "max", "cls": "token"}
+TIMM_GLOBAL_POOL = {"avg": "avg", "max": "max", "cls": "token"}
+LOADER = Path(__file__).with_name("standalone.py")
 
 
 def _hub_location(ref: ModelRef) -> str:
@@ -47,20 +48,52 @@ def _hub_location(ref: ModelRef) -> str:
 class TimmBackbone(Backbone):
     modality = "image"
 
-    def __init__(self, *, intermediate_index: int | None, **kwargs: Any):
+    def __init__(self, *, stages: list[str], input_size: tuple[int, ...], **kwargs: Any):
         super().__init__(**kwargs)
-        self.intermediate_index = intermediate_index
+        self.stages = stages
+        self.input_size = input_size
+        self.intermediate_index: int | None = None
+
+    def _unpooled(self, x: Any, layer: str) -> Any:
+        """The output of ``features`` or a ``feature_info`` stage, before pooling."""
+        if layer == "features":
+            return self.model.forward_features(x)
+        (features,) = self.model.forward_intermediates(
+            x, indices=[self.stages.index(layer)], intermediates_only=True, stop_early=True
+        )
+        return features
+
+    def pools(self, layer: str) -> LayerPools:
+        if layer == PRE_LOGITS:  # timm's own global pool: native, or rebuilt as avg / max / cls
+            names = (NATIVE, "avg", "max") + (("cls",) if getattr(self.model, "num_prefix_tokens", 0) else ())
+            return LayerPools(names, NATIVE, {"mean": "avg"})
+        import torch
+
+        with torch.inference_mode():
+            output = self._unpooled(torch.zeros(1, *self.input_size, device=self.device), layer)
+        pools = pools_for_rank(output.ndim)
+        return pools.with_default("cls") if output.ndim == 3 and getattr(self.model, "num_prefix_tokens", 0) else pools
+
+    def configure(self, layer: str, pool: str) -> None:
+        if layer == PRE_LOGITS and pool != NATIVE:
+            try:
+                self.model.reset_classifier(0, global_pool=TIMM_GLOBAL_POOL[pool])
+            except Exception as exc:
+                raise BackboneOptionError(f"{self.ref} cannot pool with {pool!r}: {exc}") from exc
+
+    def export_recipe(self) -> dict[str, Any]:
+        if self.layer != PRE_LOGITS:
+            return super().export_recipe()
+        pool = getattr(self.model, "global_pool", None)
+        pool = getattr(pool, "pool_type", pool)
+        return {"library": "timm", "loader": str(LOADER), "architecture": self.model.pretrained_cfg["architecture"],
+                "num_classes": self.model.num_classes, "global_pool": pool if isinstance(pool, str) else None}
 
     def forward(self, batch: dict) -> Any:
         x = batch["pixel_values"]  # (B, 3, H, W)
-        if self.layer == "pre_logits":
+        if self.layer == PRE_LOGITS:
             return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        if self.layer == "features":
-            return pool_any(self.model.forward_features(x), self.pool)
-        (features,) = self.model.forward_intermediates(
-            x, indices=[self.intermediate_index], intermediates_only=True, stop_early=True
-        )
-        return pool_any(features, self.pool)  # (B, C, H', W') -> (B, C)
+        return pool_any(self._unpooled(x, self.layer), self.pool)  # (B, C, H', W') -> (B, C)
 
     def blocks(self) -> Any:
         """ResNet-like (``conv1 .. maxpool`` + ``layer1..4``) or ViT-like (``patch_embed`` + ``blocks``)."""
@@ -77,13 +110,13 @@ class TimmBackbone(Backbone):
                 return model.forward_head(model.norm(hidden), pre_logits=True)
 
             named = [(f"blocks.{i}", block) for i, block in enumerate(model.blocks)]
-            return BlockSplit(stem, named, sequential_run, vit_neck, [model.norm, model.fc_norm], "pre_logits")
+            return BlockSplit(stem, named, sequential_run, vit_neck, [model.norm, model.fc_norm], PRE_LOGITS)
         stages = [(f"layer{i}", getattr(model, f"layer{i}", None)) for i in range(1, 5)]
         if all(stage is not None for _, stage in stages) and hasattr(model, "conv1"):
             def resnet_stem(batch: dict) -> Any:
                 return model.maxpool(model.act1(model.bn1(model.conv1(batch["pixel_values"])))), None
 
-            return BlockSplit(resnet_stem, flatten_stages(stages), sequential_run, neck, [], "pre_logits")
+            return BlockSplit(resnet_stem, flatten_stages(stages), sequential_run, neck, [], PRE_LOGITS)
         return super().blocks()
 
 
@@ -115,7 +148,7 @@ class TimmSource(Source):
         folder, commit = self._snapshot(ref, options, weights=True)
         return PullResult(ref=f"timm:{ref.id}@{commit}", revision=commit, path=str(folder))
 
-    def _create(self, ref: ModelRef, options: LoadOptions) -> tuple[Any, str]:
+    def _create(self, ref: ModelRef, options: LoadOptions) -> tuple[Any, str | None]:
         import timm
         import torch
 
@@ -133,55 +166,25 @@ class TimmSource(Source):
             model = timm.create_model(ref.id, pretrained=False)
         if weights.kind == "file":
             load_weights_into(model, weights, f"timm:{ref.id}")
-        return model, weights.revision()
+        return model, None
 
     def load(self, ref: ModelRef, options: LoadOptions) -> Backbone:
-        import torch
         from timm.data import create_transform, resolve_model_data_config
 
         model, revision = self._create(ref, options)
         model.eval()
         stages = [info["module"] for info in getattr(model, "feature_info", [])]
-        layers = ["pre_logits", "features"] + stages
-        layer = select_layer(options.layer, layers, "pre_logits", f"timm:{ref.id}")
         data_config = resolve_model_data_config(model)
-        transform = create_transform(**data_config, is_training=False)
-        index = stages.index(layer) if layer in stages else None
-        if layer == "pre_logits":
-            pool = NATIVE_POOL
-            if options.pool is not None:
-                if options.pool not in TIMM_GLOBAL_POOL:
-                    raise BackboneOptionError(
-                        f"layer pre_logits pools with timm's own global pool (avg, max or cls); for "
-                        f"--pool {options.pool} choose --layer features"
-                    )
-                try:
-                    model.reset_classifier(0, global_pool=TIMM_GLOBAL_POOL[options.pool])
-                except Exception as exc:
-                    raise BackboneOptionError(f"timm:{ref.id} cannot pool with {options.pool!r}: {exc}") from exc
-                pool = "avg" if options.pool == "mean" else options.pool
-        else:
-            size = data_config["input_size"]
-            with torch.inference_mode():
-                probe = torch.zeros(1, *size)
-                output = (
-                    model.forward_features(probe)
-                    if index is None
-                    else model.forward_intermediates(probe, indices=[index], intermediates_only=True)[0]
-                )
-            default = "cls" if output.ndim == 3 and getattr(model, "num_prefix_tokens", 0) else ("mean" if output.ndim == 3 else "avg")
-            pool = canonical_pool(options.pool or default, output.ndim)
         config = json.loads(json.dumps(data_config, default=str))
         config["transform"] = "timm.data.create_transform(is_training=False)"
         return TimmBackbone(
-            ref=ModelRef(self.name, ref.id, None if revision.startswith(("random", "file")) else revision),
+            ref=ModelRef(self.name, ref.id, revision),
             revision=revision,
             model=model,
-            preprocessor=ImagePreprocessor(transform),
+            preprocessor=ImagePreprocessor(create_transform(**data_config, is_training=False)),
             preprocess_config=config,
-            layers=layers,
-            layer=layer,
-            pool=pool,
+            layers=[PRE_LOGITS, "features", *stages],
             options=options,
-            intermediate_index=index,
+            stages=stages,
+            input_size=tuple(data_config["input_size"]),
         )

@@ -12,20 +12,48 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from hubtune.backbone import RANDOM_INSTEAD, Backbone, ImagePreprocessor, LoadOptions, load_weights_into, select_layer
-from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError, UnsafeModelError
-from hubtune.pooling import canonical_pool, pool_any
-from hubtune.refs import ModelRef
-from hubtune.sources import ModelInfo, PullResult, Source
+from hubtune.plugin import (
+    POOLED, RANDOM_INSTEAD, Backbone, BackboneOptionError, ImagePreprocessor, LayerPools, LoadOptions, ModelInfo,
+    ModelNotFoundError, ModelRef, OfflineError, PullResult, Source, UnsafeModelError, load_weights_into, pool_any,
+    pools_for_rank,
+)
 
 PENULTIMATE = "penultimate"
+LOADER = Path(__file__).with_name("standalone.py")
 
 
 class _LayerReached(Exception):
     """Raised by the capture hook to stop the forward pass at the chosen layer."""
+
+
+class LayerCapture:
+    """The output of one module, captured by a forward hook that stops the pass right there.
+
+    One hook, registered once; each thread keeps its own capture, so the extractor's concurrent
+    forwards (``--streams``) never see each other's outputs (a hook added per call did: rows of one
+    batch were paired with another's).
+    """
+
+    def __init__(self, model: Any, layer: str):
+        self.model = model
+        self.local = threading.local()
+        self.handle = model.get_submodule(layer).register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, inputs: Any, output: Any) -> None:
+        self.local.output = output
+        raise _LayerReached
+
+    def __call__(self, x: Any) -> Any:
+        self.local.output = None
+        try:
+            self.model(x)
+        except _LayerReached:
+            pass
+        return self.local.output
 
 
 def classification_models() -> list[str]:
@@ -104,33 +132,6 @@ def _module_layers(model: Any) -> list[str]:
     return [name for name, _ in model.named_modules() if name and name.count(".") <= 1]
 
 
-def output_at(model: Any, layer: str, x: Any) -> Any:
-    """The output of module ``layer`` for input ``x``; the forward pass stops right there."""
-    captured: list[Any] = []
-
-    def hook(module: Any, inputs: Any, output: Any) -> None:
-        captured.append(output)
-        raise _LayerReached
-
-    handle = model.get_submodule(layer).register_forward_hook(hook)
-    try:
-        model(x)
-    except _LayerReached:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def _layer_output_ndim(model: Any, layer: str, crop_size: list[int]) -> int:
-    """Rank of the chosen module's output (3: tokens, 4: feature map), from one probe pass."""
-    import torch
-
-    height, width = (list(crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
-    with torch.inference_mode():
-        return output_at(model, layer, torch.zeros(1, 3, height, width)).ndim
-
-
 def _preprocess_config(transforms: Any) -> dict:
     public = {key: value for key, value in vars(transforms).items() if not key.startswith("_") and key != "training"}
     public["transform"] = type(transforms).__name__
@@ -140,11 +141,44 @@ def _preprocess_config(transforms: Any) -> dict:
 class TorchvisionBackbone(Backbone):
     modality = "image"
 
+    def __init__(self, *, crop_size: list[int], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.crop_size = crop_size
+        self.capture: LayerCapture | None = None
+
+    def pools(self, layer: str) -> LayerPools:
+        if layer == PENULTIMATE:
+            return POOLED  # the model's own pooling, before the final Linear
+        import torch
+
+        height, width = (list(self.crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
+        probe = LayerCapture(self.model, layer)
+        try:
+            with torch.inference_mode():
+                ndim = probe(torch.zeros(1, 3, height, width, device=self.device)).ndim
+        finally:
+            probe.handle.remove()
+        pools = pools_for_rank(ndim)
+        return pools.with_default("cls") if ndim == 3 else pools
+
+    def configure(self, layer: str, pool: str) -> None:
+        if layer == PENULTIMATE:
+            if _replace_last_linear(self.model) is None:
+                raise BackboneOptionError(f"{self.ref} has no final Linear layer; choose a --layer from "
+                                          f"{', '.join(self.layers[1:])}")
+        else:
+            self.capture = LayerCapture(self.model, layer)
+
+    def export_recipe(self) -> dict[str, Any]:
+        if self.layer != PENULTIMATE:
+            return super().export_recipe()
+        return {"library": "torchvision", "loader": str(LOADER), "architecture": self.ref.id}
+
     def forward(self, batch: dict) -> Any:
         x = batch["pixel_values"]  # (B, 3, H, W)
-        if self.layer == PENULTIMATE:
+        if self.capture is None:
             return self.model(x)  # the final Linear is Identity: (B, D)
-        return pool_any(output_at(self.model, self.layer, x), self.pool)
+        return pool_any(self.capture(x), self.pool)
 
     def blocks(self) -> Any:
         """ResNet family: ``conv1 .. maxpool`` -> the residual blocks of ``layer1..4`` -> avgpool."""
@@ -213,28 +247,16 @@ class TorchvisionSource(Source):
             model = get_model(ref.id, weights=None)
             if weights.kind == "file":
                 load_weights_into(model, weights, f"torchvision:{ref.id}")
-            revision = weights.revision()
+            revision = None
         model.eval()
-        layers = [PENULTIMATE] + _module_layers(model)
-        layer = select_layer(options.layer, layers, PENULTIMATE, f"torchvision:{ref.id}")
         transforms = member.transforms()
-        if layer == PENULTIMATE:
-            if options.pool is not None:
-                raise BackboneOptionError("the penultimate layer is already pooled by the model; --pool applies to other layers")
-            if _replace_last_linear(model) is None:
-                raise BackboneOptionError(f"torchvision:{ref.id} has no final Linear layer; choose a --layer from {', '.join(layers[1:])}")
-            pool = "native"
-        else:
-            ndim = _layer_output_ndim(model, layer, transforms.crop_size)
-            pool = canonical_pool(options.pool or ("cls" if ndim == 3 else "avg"), ndim)
         return TorchvisionBackbone(
-            ref=ModelRef(self.name, ref.id, revision if weights.kind == "default" else None),
+            ref=ModelRef(self.name, ref.id, revision),
             revision=revision,
             model=model,
             preprocessor=ImagePreprocessor(transforms),
             preprocess_config=_preprocess_config(transforms),
-            layers=layers,
-            layer=layer,
-            pool=pool,
+            layers=[PENULTIMATE] + _module_layers(model),
             options=options,
+            crop_size=list(transforms.crop_size),
         )
