@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from hubtune.demo import SHOWN, is_blocked
+
 
 def run_demo(tmp_path: Path) -> tuple[dict, float]:
     start = time.perf_counter()
@@ -28,7 +30,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert first["dataset"]["items"] > 3000 and first["dataset"]["classes"] == ["negative", "positive"]
     assert first["linear"]["accuracy"] >= first["majority_baseline"] + 0.15  # a clear margin
     assert first["knn"]["accuracy"] >= first["majority_baseline"] + 0.1
-    assert "excellent" in first["neighbours"]["good"] or "great" in first["neighbours"]["good"]
+    assert "great" in first["neighbours"]["excellent"] or "wonderful" in first["neighbours"]["excellent"]
+    for query, shown in first["neighbours"].items():  # the query word, then the neighbours printed
+        assert shown[0] == query and len(shown) == 1 + SHOWN
+        assert not [w for w in shown if is_blocked(w)], f"{query}: offensive neighbours shown: {shown}"
     report = Path(first["report"])
     for name in ("confusion_linear.png", "embedding_map.png", "metrics.json"):
         assert (report / name).stat().st_size > 0
@@ -38,3 +43,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert second["extract"]["computed"] == 0
     for key in ("majority_baseline", "linear", "knn", "neighbours"):
         assert second[key] == first[key]
+
+
+def test_block_list_covers_entries_that_contain_a_blocked_word() -> None:
+    assert is_blocked("fucking good") and is_blocked("damn cute") and is_blocked("Bullshit")
+    assert not is_blocked("good") and not is_blocked("class") and not is_blocked("passionate")
