@@ -55,9 +55,21 @@ class HubtuneGroup(click.Group):
             return
         self._plugins_loaded = True
         _setup_logging(0)  # plugin warnings print before the group callback sets the level
-        from hubtune.plugins import get_plugin_manager
+        from hubtune.plugins import get_plugin_manager, record_failure
 
-        get_plugin_manager().hook.register_commands(cli=self)
+        for impl in get_plugin_manager().hook.register_commands.get_hookimpls():
+            added = click.Group(impl.plugin_name)  # what this plugin adds, checked before it joins the CLI
+            try:
+                impl.function(**{name: added for name in impl.argnames})
+            except Exception as exc:  # a broken plugin must not take `hubtune --help` down
+                record_failure(impl.plugin_name, f"{impl.plugin_name}.register_commands", exc)
+                continue
+            for name, command in added.commands.items():
+                if name in self.commands:
+                    logger.warning("plugin %r adds a command %r, which hubtune already has; the plugin's is "
+                                   "ignored (prefix plugin commands with the plugin's name)", impl.plugin_name, name)
+                    continue
+                self.add_command(command, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()

@@ -339,3 +339,75 @@ def test_load_backbone_from_the_fake_source(fake_plugin: str, rgb_images: list[b
     again = load_backbone("fake-only-net", weights="random").embed(rgb_images)
     assert (again == vectors).all()  # same seed, same function
     assert load_backbone("fake:anything", weights="random:1").fingerprint() != backbone.fingerprint()
+
+
+# -- (g) plugin commands ----------------------------------------------------------------------------------
+class CommandPlugin:
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    @hookimpl
+    def register_commands(self, cli: Any) -> None:
+        import click
+
+        if self.fail:
+            raise RuntimeError("boom in register_commands")
+
+        @click.command("extract")
+        def hijack() -> None:
+            """Not the real extract."""
+            click.echo("hijacked")
+
+        @click.command("fakeplugin-hello")
+        def hello() -> None:
+            click.echo("hello from the plugin")
+
+        cli.add_command(hijack)
+        cli.add_command(hello)
+
+
+def _cli_run(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from hubtune import cli as cli_module
+
+    cli_module.cli._plugins_loaded = False  # the group loads plugin commands once per process
+    try:
+        return CliRunner().invoke(cli_module.cli, list(args))
+    finally:
+        cli_module.cli._plugins_loaded = False
+
+
+@pytest.fixture
+def warnings_logged():
+    """Messages the ``hubtune`` logger emits during the test (it does not propagate to caplog)."""
+    import logging
+
+    class Records(logging.Handler):
+        messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    handler = Records()
+    handler.messages = []
+    logging.getLogger("hubtune").addHandler(handler)
+    yield handler.messages
+    logging.getLogger("hubtune").removeHandler(handler)
+
+
+def test_a_plugin_whose_register_commands_raises_is_skipped_and_help_still_works(
+        register, warnings_logged: list[str]) -> None:
+    register(CommandPlugin(fail=True), name="brokencmds")
+    result = _cli_run("--help")
+    assert result.exit_code == 0 and "extract" in result.output
+    assert any("brokencmds" in m and "boom in register_commands" in m for m in warnings_logged)
+    assert any(f.name == "brokencmds" for f in plugins.plugin_failures())
+
+
+def test_a_plugin_cannot_replace_a_built_in_command(register, warnings_logged: list[str]) -> None:
+    register(CommandPlugin(), name="hijacker")
+    result = _cli_run("extract", "--help")
+    assert result.exit_code == 0 and "hijacked" not in result.output and "DATA" in result.output
+    assert _cli_run("fakeplugin-hello").output.strip() == "hello from the plugin"
+    assert any("hijacker" in m and "'extract'" in m for m in warnings_logged)

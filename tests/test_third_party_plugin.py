@@ -117,6 +117,7 @@ def test_models_lists_the_example_models(sites: dict[str, Path]) -> None:
     assert rows == [
         {"ref": "example:tiny", "source": "example", "modality": "image"},
         {"ref": "example:wide", "source": "example", "modality": "image"},
+        {"ref": "example:chars", "source": "example", "modality": "text"},
     ]
     rows = json.loads(hubtune("models", "example:w*", "--source", "example", "--json", paths=[sites["example"]]).stdout)
     assert [row["ref"] for row in rows] == ["example:wide"]
@@ -126,14 +127,14 @@ def test_info_with_random_weights(sites: dict[str, Path]) -> None:
     data = json.loads(hubtune("info", "example:tiny", "--weights", "random", "--json", paths=[sites["example"]]).stdout)
     assert data["dim"] > 0 and data["dim"] == 16
     assert data["ref"] == "example:tiny" and data["source"] == "example" and data["modality"] == "image"
-    assert data["revision"] == "random:0" and data["layers"] == ["conv"] and data["pool"] == "avg"
+    assert data["weights"] == "random:0" and data["layers"] == ["conv", "stem"] and data["pool"] == "avg"
     assert data["preprocess"]["size"] == [32, 32] and len(data["fingerprint"]) == 32
 
 
 def test_info_resolves_the_alias(sites: dict[str, Path]) -> None:
     data = json.loads(hubtune("info", "example-tiny", "--weights", "random:1", "--pool", "max", "--device", "cpu",
                               "--json", paths=[sites["example"]]).stdout)
-    assert data["ref"] == "example:tiny" and data["pool"] == "max" and data["revision"] == "random:1"
+    assert data["ref"] == "example:tiny" and data["pool"] == "max" and data["weights"] == "random:1"
     assert data["dim"] == 16
 
 
@@ -185,7 +186,7 @@ def test_in_process_api_loads_the_example_backbone(sites: dict[str, Path], tmp_p
             "seed_matters": not np.allclose(first, other.embed(items)),
             "fingerprints_differ": backbone.fingerprint() != other.fingerprint(),
             "file_matches": bool(np.allclose(first, from_file.embed(items), atol=1e-6)),
-            "file_revision": from_file.revision,
+            "file_weights": from_file.weights,
             "layer_error": layer_error,
             "bare": [str(bare.ref), bare.revision, bare.dim],
             "plugin": hubtune.get_sources()["example"].plugin,
@@ -195,7 +196,7 @@ def test_in_process_api_loads_the_example_backbone(sites: dict[str, Path], tmp_p
     data = json.loads(run(["-c", code], [sites["example"]]).stdout.strip().splitlines()[-1])
     assert data["shape"] == [2, 16] and data["dim"] == 16 and data["dtype"] == "float32"
     assert data["deterministic"] and data["seed_matters"] and data["fingerprints_differ"]
-    assert data["file_matches"] and data["file_revision"].startswith("file-sha256:")
+    assert data["file_matches"] and data["file_weights"].startswith("file-sha256:")
     assert data["layer_error"] and "valid layers: conv" in data["layer_error"]
     assert data["bare"] == ["example:wide@v1", "v1", 64]
     assert data["plugin"] == "example"

@@ -67,6 +67,7 @@ def export_model(head_dir: str | Path, out: str | Path) -> dict[str, Any]:
     encoder = head_backbone(head)  # loads the trained top into the backbone
     backbone = getattr(encoder, "backbone", encoder)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     recipe = dict(backbone.export_recipe())
     meta = {**recipe, "modality": backbone.modality, "dim": backbone.dim, "classes": head.classes,
             "head": head.head_spec, "ref": head.model["ref"], "revision": backbone.revision, "weights": backbone.weights,
