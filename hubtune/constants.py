@@ -43,6 +43,18 @@ def plugin_allowlist() -> set[str] | None:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def auto_precision() -> str | None:
+    """``HUBTUNE_AUTO_PRECISION``: what ``--precision auto`` resolves to (``fp32``, ``bf16`` or ``fp16``).
+
+    Unset or empty means "detect from the device" (:func:`hubtune.runtime.resolve_precision`).
+    Meant for tests, so that a suite runs one path whatever the CPU; an explicit ``--precision``
+    is never changed by it. The value is returned lower-cased and unchecked: the caller refuses
+    anything else with a clear error.
+    """
+    raw = (os.environ.get("HUBTUNE_AUTO_PRECISION") or "").strip().lower()
+    return raw or None
+
+
 def offline_requested() -> bool:
     """``HUBTUNE_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set to a true value."""
     return any(

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hubtune import constants
 from hubtune.errors import BackboneOptionError
 
 if TYPE_CHECKING:
@@ -43,13 +44,24 @@ def resolve_device(device: str = "auto") -> "torch.device":
 
 
 def resolve_precision(precision: str, device: "torch.device") -> str:
-    """``auto`` is bf16 where the device runs it fast (CUDA with bf16, or such a CPU), else fp32."""
+    """``auto`` is bf16 where the device runs it fast (CUDA with bf16, or such a CPU), else fp32.
+
+    ``HUBTUNE_AUTO_PRECISION`` (:func:`hubtune.constants.auto_precision`) forces what ``auto``
+    resolves to, whatever the device.
+    """
     import torch
 
     if precision not in PRECISIONS:
         raise BackboneOptionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
+    forced = constants.auto_precision()
+    if forced is not None:
+        if forced not in PRECISIONS or forced == "auto":
+            raise BackboneOptionError(
+                f"HUBTUNE_AUTO_PRECISION={forced!r} is not a precision; expected fp32, bf16 or fp16 (or unset it)"
+            )
+        return forced
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and cpu_has_fast_bf16():
