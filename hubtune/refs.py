@@ -25,6 +25,8 @@ _SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
 _REVISION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9_])?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+#: the source a bare ``owner/name`` goes to (the reference grammar: Hub ids are the Hugging Face Hub's)
+HUB_SOURCE = "hf"
 HF_HUB_PREFIX = "hf-hub:"  # timm's own prefix for weights hosted on the Hugging Face Hub
 
 

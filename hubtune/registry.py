@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hubtune.errors import AmbiguousModelError, ModelNotFoundError, PluginError, UnknownSourceError
 from hubtune.plugins import get_plugin_manager, plugin_info, record_failure
-from hubtune.refs import _SOURCE, HF_HUB_PREFIX, ModelRef, parse_ref
+from hubtune.refs import _SOURCE, HF_HUB_PREFIX, HUB_SOURCE, ModelRef, parse_ref
 from hubtune.sources import Source
 
 
@@ -86,8 +86,8 @@ def resolve_ref(ref: str | ModelRef) -> ModelRef:
         return parsed
     sources = get_sources()
     if "/" in parsed.id and not parsed.id.startswith(HF_HUB_PREFIX):
-        get_source("hf")
-        return parsed.with_source("hf")
+        get_source(HUB_SOURCE)
+        return parsed.with_source(HUB_SOURCE)
     answer = get_plugin_manager().hook.resolve_model_name(name=parsed.id, sources=list(sources))
     if answer is not None:
         resolved = parse_ref(answer)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from hubtune.backbone import Backbone, LoadOptions
-from hubtune.errors import ModelNotFoundError, ModelRefError, UnsafeModelError
 from hubtune.hfhub import CODE_PATTERNS, SAFE_PATTERNS, cached_commit, hub_cache_dir, snapshot
 from hubtune.refs import ModelRef
-from hubtune.sources import ModelInfo, PullResult, Source
+from hubtune.plugin import (
+    Backbone, LoadOptions, ModelInfo, ModelNotFoundError, ModelRefError, PullResult, Source, UnsafeModelError,
+)
 from hubtune_hf.embedded import EMBEDDED_REPO, embedded_files, ensure_seeded
 
 IMAGE_MARKERS = ("preprocessor_config.json",)

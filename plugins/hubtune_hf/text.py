@@ -167,7 +167,7 @@ class HFTextBackbone(Backbone):
 
     def blocks(self) -> Any:
         """Encoder models: ``embeddings`` -> the transformer layers -> pooling (+ normalisation)."""
-        from hubtune.finetune.blocks import BlockSplit
+        from hubtune.plugin import BlockSplit
 
         model = self.model
         named = encoder_blocks(model)

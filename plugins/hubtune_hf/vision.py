@@ -53,7 +53,7 @@ class HFVisionBackbone(Backbone):
 
     def blocks(self) -> Any:
         """ViT-like models: ``embeddings`` -> the transformer layers -> final layer norm -> pooling."""
-        from hubtune.finetune.blocks import BlockSplit
+        from hubtune.plugin import BlockSplit
 
         model = self.model
         named = encoder_blocks(model)

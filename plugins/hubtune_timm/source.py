@@ -97,7 +97,7 @@ class TimmBackbone(Backbone):
 
     def blocks(self) -> Any:
         """ResNet-like (``conv1 .. maxpool`` + ``layer1..4``) or ViT-like (``patch_embed`` + ``blocks``)."""
-        from hubtune.finetune.blocks import BlockSplit, flatten_stages, sequential_run
+        from hubtune.plugin import BlockSplit, flatten_stages, sequential_run
 
         model = self.model
         neck = lambda hidden, mask: model.forward_head(hidden, pre_logits=True)  # noqa: E731

@@ -182,7 +182,7 @@ class TorchvisionBackbone(Backbone):
 
     def blocks(self) -> Any:
         """ResNet family: ``conv1 .. maxpool`` -> the residual blocks of ``layer1..4`` -> avgpool."""
-        from hubtune.finetune.blocks import BlockSplit, flatten_stages, sequential_run
+        from hubtune.plugin import BlockSplit, flatten_stages, sequential_run
 
         model = self.model
         stages = [(f"layer{i}", getattr(model, f"layer{i}", None)) for i in range(1, 5)]
