@@ -55,3 +55,17 @@ def test_a_recorded_choice_replays_for_every_declared_pool() -> None:
         for name in (None, *pools.names, *pools.aliases):
             canonical = pools.canonical(name, "layer", "model")
             assert pools.canonical(canonical, "layer", "model") == canonical
+
+
+def test_both_head_kinds_implement_the_head_protocol() -> None:
+    import numpy as np
+
+    from hubtune.finetune.saved import FinetunedHead
+    from hubtune.heads.features import Normaliser
+    from hubtune.heads.protocol import Head
+    from hubtune.heads.trained import TrainedHead
+
+    frozen = TrainedHead("linear", ["a", "b"], Normaliser("none", None, None),
+                         {"weight": np.zeros((2, 3)), "bias": np.zeros(2)}, {"C": 1.0}, {"fingerprint": "f"})
+    finetuned = FinetunedHead(["a", "b"], {"fingerprint": "f"}, {"kind": "linear"}, {})
+    assert isinstance(frozen, Head) and isinstance(finetuned, Head)

@@ -12,13 +12,14 @@ from hubtune.backbone import Backbone, LoadOptions
 from hubtune.data import content_key
 from hubtune.errors import InputError
 from hubtune.heads.features import HeadError, metrics
+from hubtune.heads.protocol import Head
 from hubtune.heads.trained import TrainedHead
 from hubtune.store import EmbeddingStore
 
 logger = logging.getLogger("hubtune")
 
 
-def load_head(folder: str | Path) -> TrainedHead:
+def load_head(folder: str | Path) -> Head:
     """A saved head folder: a head on frozen vectors, or a fine-tuned top (``hubtune finetune``)."""
     import json
 
@@ -26,11 +27,11 @@ def load_head(folder: str | Path) -> TrainedHead:
     if manifest.is_file() and json.loads(manifest.read_text()).get("kind") == "finetune":
         from hubtune.finetune.saved import FinetunedHead
 
-        return FinetunedHead.load(folder)  # type: ignore[return-value]  (same interface for predict / eval)
+        return FinetunedHead.load(folder)
     return TrainedHead.load(folder)
 
 
-def head_backbone(head: TrainedHead, **overrides: Any) -> Backbone:
+def head_backbone(head: Head, **overrides: Any) -> Backbone:
     """The backbone the head was trained on, with the options recorded in it; checked by fingerprint.
 
     For a fine-tuned head this is its frozen prefix, with the trained top loaded into the head.
@@ -50,7 +51,7 @@ def head_backbone(head: TrainedHead, **overrides: Any) -> Backbone:
     )
 
 
-def stored_dtype(head: TrainedHead, backbone: Backbone) -> str:
+def stored_dtype(head: Head, backbone: Backbone) -> str:
     return "float16" if backbone.fingerprint("float16") == head.model["fingerprint"] else "float32"
 
 
@@ -75,7 +76,7 @@ def embed_through_store(store: EmbeddingStore, backbone: Backbone, dtype: str, r
     return store.get(fingerprint, keys)
 
 
-def predict(head: TrainedHead, inputs: Sequence[str], cache: Path) -> list[dict[str, Any]]:
+def predict(head: Head, inputs: Sequence[str], cache: Path) -> list[dict[str, Any]]:
     """``{input, label, score}`` per input (a text, or an image path for an image model)."""
     backbone = head_backbone(head)
     raws: list[Any] = []
@@ -96,7 +97,7 @@ def predict(head: TrainedHead, inputs: Sequence[str], cache: Path) -> list[dict[
     ]
 
 
-def evaluate(head: TrainedHead, data: str | Path, cache: Path, batch_size: int = 64) -> dict[str, Any]:
+def evaluate(head: Head, data: str | Path, cache: Path, batch_size: int = 64) -> dict[str, Any]:
     """Extract ``data`` through the cache with the head's backbone, then score the head on it."""
     from hubtune.data import open_dataset
     from hubtune.extract import extract
