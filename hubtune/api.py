@@ -9,7 +9,8 @@ from hubtune import constants
 from hubtune.backbone import Backbone, LoadOptions
 from hubtune.refs import ModelRef
 from hubtune.registry import get_source, resolve_ref
-from hubtune.sources import PullResult
+from hubtune.errors import ModelRefError
+from hubtune.sources import PullResult, Source
 
 
 def _prepare(options: LoadOptions | None, overrides: dict[str, Any]) -> LoadOptions:
@@ -18,6 +19,13 @@ def _prepare(options: LoadOptions | None, overrides: dict[str, Any]) -> LoadOpti
         constants.enable_offline_mode()
         options = replace(options, offline=True)
     return options
+
+
+def _source_of(ref: ModelRef) -> Source:
+    """The source serving a resolved reference (``resolve_ref`` always attaches one)."""
+    if ref.source is None:
+        raise ModelRefError(f"{ref}: no source attached; resolve the reference first")
+    return get_source(ref.source)
 
 
 def load_backbone(ref: str | ModelRef, options: LoadOptions | None = None, **overrides: Any) -> Backbone:
@@ -29,7 +37,7 @@ def load_backbone(ref: str | ModelRef, options: LoadOptions | None = None, **ove
     """
     options = _prepare(options, overrides)
     resolved = resolve_ref(ref)
-    backbone = get_source(resolved.source).load(resolved, options)
+    backbone = _source_of(resolved).load(resolved, options)
     return backbone.select(options.layer, options.pool)
 
 
@@ -37,4 +45,4 @@ def pull(ref: str | ModelRef, options: LoadOptions | None = None, **overrides: A
     """Fetch a model's files into the local hub cache; offline, confirm they are there."""
     options = _prepare(options, overrides)
     resolved = resolve_ref(ref)
-    return get_source(resolved.source).pull(resolved, options)
+    return _source_of(resolved).pull(resolved, options)

@@ -18,7 +18,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence, cast
 
 from hubtune.errors import BackboneOptionError, InputError
 from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint, hash_file
@@ -70,7 +70,7 @@ class Weights:
         """The fingerprint's ``weights`` field: ``default``, ``random:SEED`` or ``file-sha256:HEX``."""
         if self.kind == "random":
             return f"random:{self.seed}"
-        if self.kind == "file":
+        if self.kind == "file" and self.path is not None:
             return f"file-sha256:{hash_file(self.path, hashlib.sha256()).hexdigest()}"
         return "default"
 
@@ -306,7 +306,7 @@ class Backbone(ABC):
         """``torch.compile`` the network (slow first batch, faster after; worth it on long runs)."""
         import torch
 
-        self.model = torch.compile(self.model)
+        self.model = cast("torch.nn.Module", torch.compile(self.model))
 
     def embed(self, items: Sequence[Any], batch_size: int = 32) -> "np.ndarray":
         """Embed raw inputs (texts, image bytes or PIL images) -> float32 ``(N, dim)``.

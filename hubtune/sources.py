@@ -29,7 +29,7 @@ class PullResult:
     """What ``hubtune pull`` reports: the resolved revision and where the files are."""
 
     ref: str
-    revision: str
+    revision: str | None  # None: nothing to resolve (random weights of a built-in architecture)
     path: str | None
 
 
