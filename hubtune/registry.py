@@ -1,6 +1,6 @@
 """Installed sources and reference resolution: which source serves a model reference.
 
-Rules (DESIGN.md, "Model references"): an explicit ``source:`` prefix must name an installed source;
+Rules (docs/design.md, "The contracts"): an explicit ``source:`` prefix must name an installed source;
 a bare ``owner/name`` goes to ``hf``; a bare name is first offered to the ``resolve_model_name`` hook,
 then to every source's ``claims()``; when more than one source claims it, the error lists the
 prefixed names to choose from. hubtune never guesses.
