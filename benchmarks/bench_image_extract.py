@@ -88,7 +88,7 @@ def pipeline_loop(folder: str, paths: list[Path]) -> object:
 def hubtune_run(ref: str, data: Path, work: Path, tag: str) -> tuple[object, object]:
     """(hubtune's extract over ``data`` into a fresh store per call, the backbone it uses)."""
     import hubtune
-    from hubtune.cli_common import resolve_workers
+    from hubtune.cli.common import resolve_workers
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
 

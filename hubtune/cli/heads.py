@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
+from hubtune.cli.common import cache_option, emit, json_option, model_options, print_table, resolve_cache
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

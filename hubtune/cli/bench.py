@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import emit, json_option, model_options, print_table, resolve_workers
+from hubtune.cli.common import emit, json_option, model_options, print_table, resolve_workers
 
 
 def _list(kind: type, value: str, name: str) -> list:

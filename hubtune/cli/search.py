@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache
+from hubtune.cli.common import cache_option, emit, json_option, model_options, print_table, resolve_cache
 from hubtune.index import KINDS, METRICS
 
 

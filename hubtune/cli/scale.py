@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, print_table, resolve_cache, resolve_workers
+from hubtune.cli.common import cache_option, emit, json_option, print_table, resolve_cache, resolve_workers
 
 SUMMARY_COLUMNS = ["dataset", "engine", "total", "computed", "cached", "failed", "shards", "shards_run", "items_per_s",
                    "seconds"]

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from hubtune.cli_common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
-from hubtune.cli_scale import engine_options, extract_on_engine
+from hubtune.cli.common import cache_option, emit, json_option, model_options, print_table, resolve_cache, resolve_workers
+from hubtune.cli.scale import engine_options, extract_on_engine
 
 STORED_DTYPES = ("float16", "float32")
 
