@@ -78,7 +78,7 @@ def export_rate(work: Path, repeats: int = 5) -> dict:
     import numpy as np
 
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import export_dataset
+    from hubtune.store.vectors import export_dataset
 
     rows, dim = 200_000, 384
     with EmbeddingStore(work / "export") as store:

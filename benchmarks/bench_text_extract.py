@@ -40,7 +40,7 @@ def main() -> None:
     from hubtune.backbone import LoadOptions
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import load_dataset_vectors
+    from hubtune.store.vectors import load_dataset_vectors
     from hubtune_hf.embedded import embedded_files
 
     texts = sentences(args.sentences)

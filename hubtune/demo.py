@@ -127,7 +127,7 @@ def run_demo(cache: Path | None = None, report: Path | None = None, offline: boo
     from hubtune.heads.training import train_head
     from hubtune.neighbours import ensure_index, search_dataset
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import load_dataset_vectors
+    from hubtune.store.vectors import load_dataset_vectors
 
     started = time.perf_counter()
     home = hubtune_home() / "demo"

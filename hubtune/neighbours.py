@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from hubtune import index as ix
 from hubtune.errors import HubtuneError
 from hubtune.store import EmbeddingStore
-from hubtune.vectors import DatasetVectors, load_dataset_vectors
+from hubtune.store.vectors import DatasetVectors, load_dataset_vectors
 
 if TYPE_CHECKING:
     import numpy as np

@@ -42,7 +42,7 @@ def test_also_when_the_writer_replaces_the_temporary_file(tmp_path: Path, umask:
 def test_exports_and_indexes_are_readable_by_others(tmp_path: Path, umask: int) -> None:
     from hubtune import index as ix
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import export_dataset
+    from hubtune.store.vectors import export_dataset
 
     fingerprint, key = "ab" * 16, bytes(16)
     with EmbeddingStore(tmp_path / "cache") as store:
@@ -59,7 +59,7 @@ def test_exports_and_indexes_are_readable_by_others(tmp_path: Path, umask: int) 
 
 def test_saved_heads_are_readable_by_others(tmp_path: Path, umask: int) -> None:
     from hubtune.heads.training import train_head
-    from hubtune.vectors import DatasetVectors
+    from hubtune.store.vectors import DatasetVectors
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 4)).astype(np.float32), ["a", "b"] * 10

@@ -67,7 +67,7 @@ def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) 
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import find_fingerprint
+    from hubtune.store.vectors import find_fingerprint
     from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "images", per_class=2)
@@ -91,7 +91,7 @@ def test_offline_miss_names_the_pull_and_random_weights(tmp_path: Path, ref: str
 def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
     import hubtune as api
     from hubtune.heads.training import train_head
-    from hubtune.vectors import DatasetVectors
+    from hubtune.store.vectors import DatasetVectors
 
     model = "hf:sentence-transformers/all-MiniLM-L6-v2"
     words = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad"]
@@ -164,7 +164,7 @@ def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: 
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import find_fingerprint
+    from hubtune.store.vectors import find_fingerprint
     from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "all", per_class=3)

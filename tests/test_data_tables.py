@@ -11,7 +11,7 @@ import hubtune
 from hubtune.data import DatasetError, open_dataset
 from hubtune.extract import extract
 from hubtune.store import EmbeddingStore
-from hubtune.vectors import load_dataset_vectors
+from hubtune.store.vectors import load_dataset_vectors
 from tests.test_cli import hubtune as cli
 
 MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"

@@ -14,7 +14,7 @@ import pytest
 import hubtune
 from hubtune.extract import extract
 from hubtune.store import EmbeddingStore
-from hubtune.vectors import export_dataset, find_fingerprint, load_dataset_vectors
+from hubtune.store.vectors import export_dataset, find_fingerprint, load_dataset_vectors
 
 MODEL = "timm:test_resnet"
 RANDOM = dict(weights="random:5", device="cpu", precision="fp32")

@@ -12,7 +12,7 @@ from hubtune.heads import knn, linear
 from hubtune.heads.features import HeadError, metrics
 from hubtune.heads.trained import TrainedHead
 from hubtune.heads.training import train_head
-from hubtune.vectors import DatasetVectors
+from hubtune.store.vectors import DatasetVectors
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hubtune.store import EmbeddingStore
-from hubtune.vectors import load_dataset_vectors
+from hubtune.store.vectors import load_dataset_vectors
 from tests.test_extract import make_image_folder
 
 pytestmark = pytest.mark.slow

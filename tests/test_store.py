@@ -258,7 +258,7 @@ def test_size_on_disk_close_to_raw_bytes(tmp_path, dim: int) -> None:
 
 
 def test_gather_chunks_stream_the_same_rows_checking_each_block_once(store, monkeypatch) -> None:
-    import hubtune.store as store_module
+    import hubtune.store.lmdb_store as store_module
 
     rng = np.random.default_rng(3)
     k = keys(50)
@@ -282,7 +282,7 @@ def test_gather_chunks_stream_the_same_rows_checking_each_block_once(store, monk
 
 
 def test_a_whole_dataset_scan_stops_at_the_end_of_its_fingerprint(store, monkeypatch) -> None:
-    import hubtune.store as store_module
+    import hubtune.store.lmdb_store as store_module
 
     monkeypatch.setattr(store_module, "_SCAN_PAGE", 4)  # the run spans several pages and ends inside one
     low, high = "0" * 32, "f" * 32  # fingerprints sorting before and after FP
@@ -311,7 +311,7 @@ def _exportable(store, rows: int = 40, dim: int = 6) -> tuple[list[bytes], np.nd
 def test_export_streams_in_pieces_and_keeps_dataset_order(store, tmp_path, monkeypatch) -> None:
     import json
 
-    import hubtune.vectors as vectors_module
+    import hubtune.store.vectors as vectors_module
 
     k, expected = _exportable(store)
     monkeypatch.setattr(vectors_module, "_EXPORT_PIECE_BYTES", 6 * 4 * 3)  # three rows a piece
@@ -324,7 +324,7 @@ def test_export_streams_in_pieces_and_keeps_dataset_order(store, tmp_path, monke
 
 
 def test_a_failed_export_leaves_the_previous_files_whole(store, tmp_path, monkeypatch, figure) -> None:
-    import hubtune.vectors as vectors_module
+    import hubtune.store.vectors as vectors_module
 
     _, expected = _exportable(store)
     vectors_module.export_dataset(store, FP, "d", tmp_path / "out")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hubtune.finetune.blocks import BlockSplit
     from hubtune.pooling import LayerPools
     from hubtune.store import EmbeddingStore
-    from hubtune.vectors import DatasetVectors
+    from hubtune.store.vectors import DatasetVectors
 
 ACTIVATION_MODES = ("cache", "auto", "recompute")
 
@@ -123,7 +123,7 @@ def cache_activations(encoder: Backbone, dataset: Any, store: "EmbeddingStore", 
     ``encoder`` is a :class:`SplitEncoder`, or the backbone itself when nothing is unfrozen.
     """
     from hubtune.extract import extract
-    from hubtune.vectors import load_dataset_vectors
+    from hubtune.store.vectors import load_dataset_vectors
 
     fingerprint = encoder.fingerprint("float16")
     shape = encoder.shape_record() if isinstance(encoder, SplitEncoder) else None  # the backbone itself: plain vectors

@@ -67,7 +67,7 @@ def choose_unfreeze(requested: int | str, train_items: int, classes: int, blocks
 def _labels(labels: list[str | None], splits: list[str]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Classes, ``y`` (-1 unlabelled) and the train / validation rows (as the heads split them)."""
     from hubtune.heads.training import split_indices
-    from hubtune.vectors import DatasetVectors
+    from hubtune.store.vectors import DatasetVectors
 
     keep = np.array([i for i, label in enumerate(labels) if label is not None], dtype=np.int64)
     classes = sorted({labels[i] for i in keep})

@@ -15,7 +15,7 @@ import numpy as np
 from hubtune.heads import knn, linear, mlp
 from hubtune.heads.features import HeadError, Normaliser, class_weights, metrics
 from hubtune.heads.trained import HEAD_KINDS, TrainedHead
-from hubtune.vectors import DatasetVectors
+from hubtune.store.vectors import DatasetVectors
 
 
 def split_indices(data: DatasetVectors, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

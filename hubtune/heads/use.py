@@ -101,7 +101,7 @@ def evaluate(head: Head, data: str | Path, cache: Path, batch_size: int = 64) ->
     """Extract ``data`` through the cache with the head's backbone, then score the head on it."""
     from hubtune.data import open_dataset
     from hubtune.extract import extract
-    from hubtune.vectors import load_dataset_vectors
+    from hubtune.store.vectors import load_dataset_vectors
 
     backbone = head_backbone(head)
     dtype = stored_dtype(head, backbone)
