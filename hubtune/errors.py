@@ -63,3 +63,20 @@ class UnsafeModelError(HubtuneError, PermissionError):
 
 class InputError(HubtuneError, ValueError):
     """One input item could not be read or decoded (recorded per item, never fatal to a batch)."""
+
+
+# -- the embedding store --------------------------------------------------------------------------
+class StoreError(HubtuneError):
+    """The store is damaged, misused, or cannot be written."""
+
+
+class DatasetNameError(StoreError, ValueError):
+    """A dataset name that cannot be a key of the store and part of an index file name."""
+
+    exit_code = 2
+
+
+class FingerprintLookupError(HubtuneError, LookupError):
+    """No fingerprint, or more than one, fits the model and options given."""
+
+    exit_code = 2

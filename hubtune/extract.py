@@ -20,7 +20,6 @@ what a distributed engine drives.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -32,6 +31,7 @@ from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, DatasetError, Item, open_dataset
 from hubtune.errors import HubtuneError, InputError
 from hubtune.store import EmbeddingStore
+from hubtune.store.requests import request_record
 
 if TYPE_CHECKING:
     from hubtune.backbone import Backbone, Preprocessor
@@ -63,34 +63,6 @@ class TooManyFailures(HubtuneError):
     def __init__(self, message: str, summary: "ExtractSummary | None" = None):
         super().__init__(message)
         self.summary = summary
-
-
-# -- the request memo: a fingerprint known without loading the model --------------------------------
-def request_record(ref: str, options: LoadOptions, stored_dtype: str) -> dict[str, Any]:
-    """Everything that decides the fingerprint, as the user gave it, plus the hardware that
-    decides ``auto`` precision; a weights file is identified by size and mtime."""
-    from hubtune.runtime import cpu_has_fast_bf16
-
-    weights: Any = options.weights
-    path = Path(options.weights).expanduser()
-    if path.suffix == ".safetensors" and path.is_file():
-        stat = path.stat()
-        weights = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return {
-        "ref": ref,
-        "layer": options.layer,
-        "pool": options.pool,
-        "precision": options.precision,
-        "device": options.device,
-        "weights": weights,
-        "trust_remote_code": options.trust_remote_code,
-        "stored_dtype": stored_dtype,
-        "hardware": {
-            "cuda": os.path.exists("/dev/nvidiactl"),
-            "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "cpu_bf16": cpu_has_fast_bf16(),
-        },
-    }
 
 
 # -- DataLoader pieces (module level: picklable for spawn workers) ----------------------------------

@@ -67,7 +67,7 @@ def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) 
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
-    from hubtune.store.vectors import find_fingerprint
+    from hubtune.store.lookup import find_fingerprint
     from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "images", per_class=2)
@@ -164,7 +164,7 @@ def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: 
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
-    from hubtune.store.vectors import find_fingerprint
+    from hubtune.store.lookup import find_fingerprint
     from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "all", per_class=3)

@@ -14,7 +14,8 @@ import pytest
 import hubtune
 from hubtune.extract import extract
 from hubtune.store import EmbeddingStore
-from hubtune.store.vectors import export_dataset, find_fingerprint, load_dataset_vectors
+from hubtune.store.lookup import find_fingerprint
+from hubtune.store.vectors import export_dataset, load_dataset_vectors
 
 MODEL = "timm:test_resnet"
 RANDOM = dict(weights="random:5", device="cpu", precision="fp32")

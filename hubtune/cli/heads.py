@@ -45,7 +45,8 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
     from hubtune.heads.trained import check_head_folder
     from hubtune.heads.training import train_head
     from hubtune.store import EmbeddingStore
-    from hubtune.store.vectors import find_fingerprint, load_dataset_vectors, resolved_options
+    from hubtune.store.lookup import find_fingerprint, resolved_options
+    from hubtune.store.vectors import load_dataset_vectors
 
     check_head_folder(out)
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:

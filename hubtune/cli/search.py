@@ -39,7 +39,7 @@ def _dataset_index(cache_dir: Path | None, ref: str, dataset: str, options: Any,
                    max_memory: str, nprobe: int | None, ef_search: int | None, rebuild: bool) -> tuple[Any, str, Any]:
     from hubtune.neighbours import ensure_index
     from hubtune.store import EmbeddingStore
-    from hubtune.store.vectors import find_fingerprint
+    from hubtune.store.lookup import find_fingerprint
 
     store = EmbeddingStore(resolve_cache(cache_dir))
     fingerprint = find_fingerprint(store, ref, dataset, options)
@@ -94,7 +94,7 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
     from hubtune.errors import BackboneOptionError
     from hubtune.neighbours import query_vectors, search_dataset
 
-    from hubtune.store.vectors import resolved_options
+    from hubtune.store.lookup import resolved_options
 
     store, fingerprint, found = _dataset_index(cache_dir, ref, dataset_name, options, kind, metric, max_memory,
                                                nprobe, ef_search, rebuild)

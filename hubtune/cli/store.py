@@ -105,7 +105,8 @@ def export(cache_dir: Path | None, ref: str, dataset_name: str, out: Path, store
     each file is renamed into place only when complete: a failed export leaves the previous files.
     """
     from hubtune.store import EmbeddingStore
-    from hubtune.store.vectors import export_dataset, find_fingerprint
+    from hubtune.store.lookup import find_fingerprint
+    from hubtune.store.vectors import export_dataset
 
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
         fingerprint = find_fingerprint(store, ref, dataset_name, options, stored_dtype)
