@@ -8,7 +8,6 @@ from pathlib import Path
 
 from hubtune.backbone import LoadOptions
 from hubtune.bench import COLUMNS, run_grid
-from tests.test_cli import hubtune
 
 
 def test_grid_rows_for_image_and_text_models(tiny_bert_repo: str) -> None:
@@ -22,27 +21,26 @@ def test_grid_rows_for_image_and_text_models(tiny_bert_repo: str) -> None:
     assert len(text) == 1 and text[0].items_per_s > 0
 
 
-def test_cli_json_and_csv_columns(tmp_path: Path) -> None:
+def test_cli_json_and_csv_columns(run_hubtune, tmp_path: Path) -> None:
     out = tmp_path / "bench.csv"
-    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", "1,2", "--precision", "fp32",
-                     "--warmup", "1", "--iters", "2", "--repeats", "1", "--csv", str(out), "--json")
+    result = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", "1,2",
+                         "--precision", "fp32", "--warmup", "1", "--iters", "2", "--repeats", "1", "--csv", str(out), "--json")
     rows = json.loads(result.stdout)
     assert len(rows) == 2 and all(tuple(row) == COLUMNS for row in rows)
     with open(out, newline="") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == COLUMNS and len(list(reader)) == 2
-    bad = hubtune("bench", "timm:test_resnet", "--weights", "random", "--precision", "fp64", check=False)
+    bad = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--precision", "fp64", check=False)
     assert bad.returncode == 2 and "fp64" in bad.stderr
 
 
-def test_e2e_stage_shares_cover_the_profiled_pass(tmp_path: Path) -> None:
+def test_e2e_stage_shares_cover_the_profiled_pass(run_hubtune, make_image_folder, tmp_path: Path) -> None:
     from hubtune.bench_e2e import STAGES
-    from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "images", per_class=8)
     (data / "cat" / "broken.png").write_bytes(b"not an image")
-    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", "--data", str(data),
-                     "--batch-sizes", "1,4", "--workers", "0", "--json")
+    result = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", "--data", str(data),
+                         "--batch-sizes", "1,4", "--workers", "0", "--json")
     [report] = json.loads(result.stdout)
     assert (report["items"], report["failed"], report["batch_size"]) == (17, 1, 4)
     assert report["items_per_s"] > 0 and report["profiled_items_per_s"] > 0
@@ -50,7 +48,7 @@ def test_e2e_stage_shares_cover_the_profiled_pass(tmp_path: Path) -> None:
     assert 0.9 <= sum(report["shares"].values()) <= 1.0001, report["shares"]
     assert report["shares"]["forward"] > 0 and report["shares"]["decode"] > 0 and report["shares"]["store_write"] > 0
     assert report["bound"] in STAGES and report["bound_group"] in ("loader", "compute", "writer")
-    usage = hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", check=False)
+    usage = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--e2e", check=False)
     assert usage.returncode == 2 and "--data" in usage.stderr
 
 
@@ -70,14 +68,12 @@ def test_text_e2e_and_the_bound(tiny_bert_repo: str, tmp_path: Path) -> None:
     assert _bound(seconds, workers=2) == ("forward", "compute")
 
 
-def test_real_inputs_and_plot(tmp_path: Path) -> None:
-    from tests.test_extract import make_image_folder
-
+def test_real_inputs_and_plot(run_hubtune, make_image_folder, tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=2)
     plot = tmp_path / "bench.png"
-    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--data", str(data), "--batch-sizes", "1,2",
-                     "--precision", "fp32,bf16", "--warmup", "0", "--iters", "1", "--repeats", "1", "--plot", str(plot),
-                     "--json")
+    result = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--data", str(data),
+                         "--batch-sizes", "1,2", "--precision", "fp32,bf16", "--warmup", "0", "--iters", "1",
+                         "--repeats", "1", "--plot", str(plot), "--json")
     rows = json.loads(result.stdout)
     assert [(r["precision"], r["batch_size"]) for r in rows] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000

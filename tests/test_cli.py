@@ -13,14 +13,6 @@ import pytest
 HEAVY = ("torch", "transformers", "faiss", "timm", "torchvision", "numpy")
 
 
-def hubtune(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "hubtune", *args], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
-    if check and result.returncode != 0:
-        raise AssertionError(f"hubtune {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-    return result
-
-
 def test_import_and_help_load_no_heavy_library() -> None:
     code = (
         "import sys, hubtune\n"
@@ -32,51 +24,52 @@ def test_import_and_help_load_no_heavy_library() -> None:
     assert out.strip().splitlines()[-1] == "[]"
 
 
-def test_help_is_fast() -> None:
-    hubtune("--help")  # warm the file cache
+def test_help_is_fast(run_hubtune) -> None:
+    run_hubtune("--help")  # warm the file cache
     start = time.perf_counter()
-    result = hubtune("--help")
+    result = run_hubtune("--help")
     elapsed = time.perf_counter() - start
     assert "Commands:" in result.stdout
     assert elapsed < 1.0, f"hubtune --help took {elapsed:.2f}s"
 
 
-def test_sources_json() -> None:
-    rows = json.loads(hubtune("sources", "--json").stdout)
+def test_sources_json(run_hubtune) -> None:
+    rows = json.loads(run_hubtune("sources", "--json").stdout)
     names = {row["name"] for row in rows}
     assert {"hf", "timm", "torchvision"} <= names
     for row in rows:
         assert set(row) >= {"name", "plugin", "version"}
 
 
-def test_models_json_filters_by_pattern_and_source() -> None:
-    rows = json.loads(hubtune("models", "resnet18*", "--json").stdout)
+def test_models_json_filters_by_pattern_and_source(run_hubtune) -> None:
+    rows = json.loads(run_hubtune("models", "resnet18*", "--json").stdout)
     assert rows and all(set(r) >= {"ref", "source", "modality"} for r in rows)
     assert {r["source"] for r in rows} == {"timm", "torchvision"}
-    only = json.loads(hubtune("models", "resnet18*", "--source", "torchvision", "--json").stdout)
+    only = json.loads(run_hubtune("models", "resnet18*", "--source", "torchvision", "--json").stdout)
     assert only and {r["source"] for r in only} == {"torchvision"}
     assert "torchvision:resnet18@IMAGENET1K_V1" in {r["ref"] for r in only}
-    hf = json.loads(hubtune("models", "--source", "hf", "--json").stdout)
+    hf = json.loads(run_hubtune("models", "--source", "hf", "--json").stdout)
     assert {"ref": "hf:sentence-transformers/all-MiniLM-L6-v2", "source": "hf", "modality": "text"} in hf
 
 
-def test_pull_embedded_default_offline() -> None:
-    data = json.loads(hubtune("pull", "hf:sentence-transformers/all-MiniLM-L6-v2", "--offline", "--json").stdout)
+def test_pull_embedded_default_offline(run_hubtune) -> None:
+    data = json.loads(run_hubtune("pull", "hf:sentence-transformers/all-MiniLM-L6-v2", "--offline", "--json").stdout)
     assert set(data) >= {"ref", "revision", "path"}
     assert len(data["revision"]) == 40 and data["ref"].endswith("@" + data["revision"])
     assert os.path.isfile(os.path.join(data["path"], "model.safetensors"))
 
 
-def test_info_embedded_default_offline() -> None:
-    data = json.loads(hubtune("info", "sentence-transformers/all-MiniLM-L6-v2", "--offline", "--json").stdout)
+def test_info_embedded_default_offline(run_hubtune) -> None:
+    data = json.loads(run_hubtune("info", "sentence-transformers/all-MiniLM-L6-v2", "--offline", "--json").stdout)
     assert set(data) >= {"ref", "source", "modality", "dim", "revision", "fingerprint", "layers", "preprocess"}
     assert data["source"] == "hf" and data["modality"] == "text" and data["dim"] == 384
     assert data["preprocess"]["max_length"] == 256 and data["preprocess"]["normalize"] is True
     assert "last" in data["layers"] and len(data["fingerprint"]) == 32
 
 
-def test_info_timm_random_and_layer_options() -> None:
-    data = json.loads(hubtune("info", "timm:test_resnet", "--weights", "random", "--layer", "layer3", "--json").stdout)
+def test_info_timm_random_and_layer_options(run_hubtune) -> None:
+    data = json.loads(run_hubtune("info", "timm:test_resnet", "--weights", "random", "--layer", "layer3",
+                                  "--json").stdout)
     import timm
 
     channels = {i["module"]: i["num_chs"] for i in timm.create_model("test_resnet").feature_info}
@@ -84,8 +77,8 @@ def test_info_timm_random_and_layer_options() -> None:
     assert data["preprocess"]["input_size"] == [3, 160, 160]
 
 
-def test_unknown_layer_lists_valid_ones() -> None:
-    result = hubtune("info", "timm:test_resnet", "--weights", "random", "--layer", "nope", check=False)
+def test_unknown_layer_lists_valid_ones(run_hubtune) -> None:
+    result = run_hubtune("info", "timm:test_resnet", "--weights", "random", "--layer", "nope", check=False)
     assert result.returncode == 2
     assert "valid layers: pre_logits, features, act1, layer1" in result.stderr
 
@@ -95,16 +88,16 @@ def test_unknown_layer_lists_valid_ones() -> None:
     [("resnet18", "timm:resnet18, torchvision:resnet18"), ("../x", "local path"),
      ("nosuch:model", "installed sources: hf, timm, torchvision"), ("definitely_not_a_model", "no installed source")],
 )
-def test_reference_errors_are_one_clear_line(ref: str, needle: str) -> None:
-    result = hubtune("info", ref, "--weights", "random", check=False)
+def test_reference_errors_are_one_clear_line(run_hubtune, ref: str, needle: str) -> None:
+    result = run_hubtune("info", ref, "--weights", "random", check=False)
     assert result.returncode != 0
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_offline_missing_weights_fail_cleanly() -> None:
-    result = hubtune("pull", "timm:resnet18.a1_in1k", "--offline", check=False)
+def test_offline_missing_weights_fail_cleanly(run_hubtune) -> None:
+    result = run_hubtune("pull", "timm:resnet18.a1_in1k", "--offline", check=False)
     assert result.returncode == 1
     assert "offline mode is on" in result.stderr and "Traceback" not in result.stderr
-    result = hubtune("pull", "torchvision:resnet18", "--offline", check=False)
+    result = run_hubtune("pull", "torchvision:resnet18", "--offline", check=False)
     assert result.returncode == 1 and "offline mode is on" in result.stderr

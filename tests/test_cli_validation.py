@@ -9,43 +9,41 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_cli import hubtune
-
 
 @pytest.mark.parametrize("sizes", ["0", "-1", "1,x", ","])
-def test_bench_batch_sizes_must_be_positive_integers(sizes: str) -> None:
-    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", sizes, check=False)
+def test_bench_batch_sizes_must_be_positive_integers(run_hubtune, sizes: str) -> None:
+    result = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", sizes, check=False)
     assert result.returncode == 2
     assert "expected a comma list of positive integers" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bench_creates_the_folders_of_its_outputs(tmp_path: Path) -> None:
+def test_bench_creates_the_folders_of_its_outputs(run_hubtune, tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder"
-    result = hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", "1", "--iters", "1",
-                     "--repeats", "1", "--warmup", "0", "--csv", str(out / "rows.csv"), "--json")
+    result = run_hubtune("bench", "timm:test_resnet", "--weights", "random", "--batch-sizes", "1", "--iters", "1",
+                         "--repeats", "1", "--warmup", "0", "--csv", str(out / "rows.csv"), "--json")
     assert json.loads(result.stdout)[0]["items_per_s"] > 0
     assert (out / "rows.csv").read_text().startswith("model,")
 
 
 @pytest.mark.parametrize("option, value", [("--C", "nan"), ("--C", "-1"), ("--C", "0"), ("--C", "inf"),
                                            ("--temperature", "nan"), ("--temperature", "0")])
-def test_train_numbers_must_be_finite_and_positive(tmp_path: Path, option: str, value: str) -> None:
-    result = hubtune("train", "--cache", str(tmp_path), "--model", "timm:test_resnet", "--dataset", "d",
-                     "--head", "linear", "--out", str(tmp_path / "head"), option, value, check=False)
+def test_train_numbers_must_be_finite_and_positive(run_hubtune, tmp_path: Path, option: str, value: str) -> None:
+    result = run_hubtune("train", "--cache", str(tmp_path), "--model", "timm:test_resnet", "--dataset", "d",
+                         "--head", "linear", "--out", str(tmp_path / "head"), option, value, check=False)
     assert result.returncode == 2 and "expected a finite number above 0" in result.stderr
 
 
-def test_extract_refuses_a_model_of_the_other_modality(tmp_path: Path) -> None:
+def test_extract_refuses_a_model_of_the_other_modality(run_hubtune, tmp_path: Path) -> None:
     table = tmp_path / "texts.jsonl"
     table.write_text('{"text": "a sentence"}\n')
     images = tmp_path / "images" / "cats"
     images.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(images / "a.png")
     cache = str(tmp_path / "cache")
-    texts = hubtune("extract", "timm:test_resnet", "--weights", "random", str(table), "--cache", cache, check=False)
+    texts = run_hubtune("extract", "timm:test_resnet", "--weights", "random", str(table), "--cache", cache, check=False)
     assert texts.returncode == 2 and "holds texts but timm:test_resnet is an image model" in texts.stderr
-    pictures = hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(tmp_path / "images"),
-                       "--cache", cache, check=False)
+    pictures = run_hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(tmp_path / "images"),
+                           "--cache", cache, check=False)
     assert pictures.returncode == 2 and "holds images but hf:sentence-transformers/all-MiniLM-L6-v2" in pictures.stderr
     assert "Traceback" not in texts.stderr + pictures.stderr
 
@@ -53,22 +51,21 @@ def test_extract_refuses_a_model_of_the_other_modality(tmp_path: Path) -> None:
 @pytest.mark.parametrize("pattern, expected", [("hf:sentence*", "hf:sentence-transformers/all-MiniLM-L6-v2"),
                                                ("hf:*", "hf:sentence-transformers/all-MiniLM-L6-v2"),
                                                ("timm:test_vit*", "timm:test_vit.r160_in1k")])
-def test_models_pattern_may_name_its_source(pattern: str, expected: str) -> None:
-    rows = json.loads(hubtune("models", pattern, "--json", env={"HF_HUB_OFFLINE": "1"}).stdout)
+def test_models_pattern_may_name_its_source(run_hubtune, pattern: str, expected: str) -> None:
+    rows = json.loads(run_hubtune("models", pattern, "--json", env={"HF_HUB_OFFLINE": "1"}).stdout)
     assert expected in [row["ref"] for row in rows]
     assert {row["source"] for row in rows} == {pattern.split(":")[0]}
-    clash = hubtune("models", pattern, "--source", "torchvision", check=False)
+    clash = run_hubtune("models", pattern, "--source", "torchvision", check=False)
     assert clash.returncode == 2 and "names the source" in clash.stderr
 
 
-def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) -> None:
+def test_lookup_with_weights_unset_finds_vectors_of_any_weights(make_image_folder, tmp_path: Path) -> None:
     """DESIGN: options left unset match any value; --weights too, unless default-weight vectors exist."""
     from hubtune.backbone import LoadOptions
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
     from hubtune.store.lookup import find_fingerprint
-    from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "images", per_class=2)
     with EmbeddingStore(tmp_path / "store") as store:
@@ -81,14 +78,14 @@ def test_lookup_with_weights_unset_finds_vectors_of_any_weights(tmp_path: Path) 
 
 @pytest.mark.parametrize("ref, pull", [("timm:test_resnet@abc", "hubtune pull timm:test_resnet@abc"),
                                        ("torchvision:resnet18", "hubtune pull torchvision:resnet18@IMAGENET1K_V1")])
-def test_offline_miss_names_the_pull_and_random_weights(tmp_path: Path, ref: str, pull: str) -> None:
+def test_offline_miss_names_the_pull_and_random_weights(run_hubtune, tmp_path: Path, ref: str, pull: str) -> None:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
-    result = hubtune("info", ref, env=env, check=False)
+    result = run_hubtune("info", ref, env=env, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"`{pull}`" in result.stderr and "--weights random" in result.stderr
 
 
-def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
+def test_predict_names_every_input_it_cannot_embed(run_hubtune, tmp_path: Path) -> None:
     import hubtune as api
     from hubtune.heads.training import train_head
     from hubtune.store.vectors import DatasetVectors
@@ -102,13 +99,14 @@ def test_predict_names_every_input_it_cannot_embed(tmp_path: Path) -> None:
     head = train_head(data, "knn", {"ref": model, "fingerprint": backbone.fingerprint("float16"),
                                     "options": {"precision": "fp32"}}, k=3)
     head.save(tmp_path / "head")
-    result = hubtune("predict", str(tmp_path / "head"), "lovely", "", "  ", "--cache", str(tmp_path / "c"), check=False)
+    result = run_hubtune("predict", str(tmp_path / "head"), "lovely", "", "  ", "--cache", str(tmp_path / "c"),
+                         check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "2 of the inputs cannot be embedded: '': empty text; '  ': empty text" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["", " ", "../up", ".hidden"])
-def test_a_bad_dataset_name_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
+def test_a_bad_dataset_name_is_refused_before_any_work(run_hubtune, tmp_path: Path, name: str) -> None:
     from hubtune.extract import extract
     from hubtune.store import DatasetNameError, EmbeddingStore
 
@@ -116,48 +114,49 @@ def test_a_bad_dataset_name_is_refused_before_any_work(tmp_path: Path, name: str
     table.write_text('{"text": "a sentence"}\n')
     with EmbeddingStore(tmp_path / "cache") as store, pytest.raises(DatasetNameError):
         extract("hf:sentence-transformers/all-MiniLM-L6-v2", table, store, dataset_name=name, progress=False)
-    result = hubtune("finetune", "timm:test_resnet", str(table), "--dataset", name, "--unfreeze", "1",
-                     "--out", str(tmp_path / "ft"), check=False)
+    result = run_hubtune("finetune", "timm:test_resnet", str(table), "--dataset", name, "--unfreeze", "1",
+                         "--out", str(tmp_path / "ft"), check=False)
     assert result.returncode == 2 and "dataset name" in result.stderr
 
 
-def test_max_failures_exceeded_still_reports_the_summary(tmp_path: Path) -> None:
+def test_max_failures_exceeded_still_reports_the_summary(run_hubtune, tmp_path: Path) -> None:
     table = tmp_path / "texts.jsonl"
     table.write_text('{"text": "fine"}\n{"text": ""}\n{"text": "   "}\n')
-    result = hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(table), "--cache",
-                     str(tmp_path / "cache"), "--max-failures", "0.5", "--json", "--no-progress", check=False)
+    result = run_hubtune("extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(table), "--cache",
+                         str(tmp_path / "cache"), "--max-failures", "0.5", "--json", "--no-progress", check=False)
     assert result.returncode != 0 and "over --max-failures 50.0%" in result.stderr
     summary = json.loads(result.stdout)
     assert (summary["total"], summary["computed"], summary["failed"]) == (3, 1, 2)
 
 
-def test_a_head_is_not_written_into_a_folder_of_other_files(tmp_path: Path) -> None:
+def test_a_head_is_not_written_into_a_folder_of_other_files(run_hubtune, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "photo.jpg").write_bytes(b"x")
-    result = hubtune("train", "--cache", str(tmp_path / "cache"), "--model", "timm:test_resnet", "--dataset", "d",
-                     "--head", "knn", "--out", str(tmp_path / "data"), check=False)
+    result = run_hubtune("train", "--cache", str(tmp_path / "cache"), "--model", "timm:test_resnet", "--dataset", "d",
+                         "--head", "knn", "--out", str(tmp_path / "data"), check=False)
     assert result.returncode != 0 and "holds other files and no head" in result.stderr
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["photo.jpg"]
 
 
-def test_a_head_found_through_unset_options_records_the_ones_that_made_its_vectors(tmp_path: Path) -> None:
+def test_a_head_found_through_unset_options_records_the_ones_that_made_its_vectors(run_hubtune, make_image_folder,
+                                                                                   tmp_path: Path) -> None:
     """train without --weights/--layer finds vectors made with them; predict must rebuild that backbone."""
-    from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "images", per_class=5)
     cache = str(tmp_path / "cache")
-    hubtune("extract", "timm:test_resnet", str(data), "--cache", cache, "--weights", "random:3", "--layer", "layer3",
-            "--precision", "fp32", "--no-progress")
-    hubtune("train", "--cache", cache, "--model", "timm:test_resnet", "--dataset", "images", "--head", "knn",
-            "--k", "3", "--out", str(tmp_path / "head"))
+    run_hubtune("extract", "timm:test_resnet", str(data), "--cache", cache, "--weights", "random:3", "--layer", "layer3",
+                "--precision", "fp32", "--no-progress")
+    run_hubtune("train", "--cache", cache, "--model", "timm:test_resnet", "--dataset", "images", "--head", "knn",
+                "--k", "3", "--out", str(tmp_path / "head"))
     recorded = json.loads((tmp_path / "head" / "head.json").read_text())["model"]["options"]
     assert (recorded["weights"], recorded["layer"], recorded["precision"]) == ("random:3", "layer3", "fp32")
     image = next((data / "cat").iterdir())
-    predicted = json.loads(hubtune("predict", str(tmp_path / "head"), str(image), "--cache", cache, "--json").stdout)
+    predicted = json.loads(run_hubtune("predict", str(tmp_path / "head"), str(image), "--cache", cache,
+                                       "--json").stdout)
     assert predicted[0]["label"] == "cat"
 
 
-def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: Path) -> None:
+def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(make_image_folder, tmp_path: Path) -> None:
     """`all` is extracted at two layers, `some` (part of its files plus a missing one) at one: an
     unset --layer finds `some`'s vectors without asking which layer."""
     from hubtune.backbone import LoadOptions
@@ -165,7 +164,6 @@ def test_lookup_prefers_the_fingerprints_a_dataset_was_extracted_with(tmp_path: 
     from hubtune.extract import extract
     from hubtune.store import EmbeddingStore
     from hubtune.store.lookup import find_fingerprint
-    from tests.test_extract import make_image_folder
 
     data = make_image_folder(tmp_path / "all", per_class=3)
     some = tmp_path / "some.jsonl"

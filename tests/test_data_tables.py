@@ -12,7 +12,6 @@ from hubtune.data import DatasetError, open_dataset
 from hubtune.extract import extract
 from hubtune.store import EmbeddingStore
 from hubtune.store.vectors import load_dataset_vectors
-from tests.test_cli import hubtune as cli
 
 MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
 BOM = b"\xef\xbb\xbf"
@@ -56,12 +55,12 @@ def test_a_row_that_is_not_utf8_is_one_error_and_the_rest_is_stored(tmp_path: Pa
     assert data.origins == [f"{table.resolve()}:{n}" for n in GOOD_LINES[kind]] and data.missing == 1
 
 
-def test_the_cli_extract_exits_0_on_a_row_that_is_not_utf8(tmp_path: Path) -> None:
+def test_the_cli_extract_exits_0_on_a_row_that_is_not_utf8(run_hubtune, tmp_path: Path) -> None:
     table = _table(tmp_path, "csv", TABLES["csv"])
     cache = str(tmp_path / "cache")
-    summary = json.loads(cli("extract", MODEL, str(table), "--cache", cache, "--json", "--no-progress").stdout)
+    summary = json.loads(run_hubtune("extract", MODEL, str(table), "--cache", cache, "--json", "--no-progress").stdout)
     assert (summary["total"], summary["computed"], summary["failed"]) == (4, 3, 1)
-    (error,) = json.loads(cli("cache", "errors", "--cache", cache, "--dataset", "reviews", "--json").stdout)
+    (error,) = json.loads(run_hubtune("cache", "errors", "--cache", cache, "--dataset", "reviews", "--json").stdout)
     assert "UTF-8" in error["reason"] and error["origin"] == f"{table.resolve()}:{BAD_LINE}"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zlib
@@ -21,23 +20,6 @@ MODEL = "timm:test_resnet"
 RANDOM = dict(weights="random:5", device="cpu", precision="fp32")
 
 
-def _png(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def make_image_folder(root: Path, per_class: int = 6, seed: int = 0) -> Path:
-    for c, name in enumerate(["cat", "dog"]):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (root / name / f"{i:03d}.png").write_bytes(_png(seed + 100 * c + i))
-    return root
-
-
 def options(**overrides):
     from hubtune.backbone import LoadOptions
 
@@ -45,7 +27,7 @@ def options(**overrides):
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "dataloader-workers"])
-def test_export_order_and_values_match_the_backbone(tmp_path: Path, workers: int) -> None:
+def test_export_order_and_values_match_the_backbone(make_image_folder, tmp_path: Path, workers: int) -> None:
     data = make_image_folder(tmp_path / "images")
     with EmbeddingStore(tmp_path / "store") as store:
         summary = extract(MODEL, data, store, dataset_name="pets", options=options(), batch_size=4, workers=workers,
@@ -64,7 +46,8 @@ def test_export_order_and_values_match_the_backbone(tmp_path: Path, workers: int
     np.testing.assert_allclose(exported, direct.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-3)
 
 
-def test_second_run_computes_nothing_and_does_not_load_the_model(tmp_path: Path, monkeypatch) -> None:
+def test_second_run_computes_nothing_and_does_not_load_the_model(make_image_folder, tmp_path: Path,
+                                                                 monkeypatch) -> None:
     data = make_image_folder(tmp_path / "images")
     with EmbeddingStore(tmp_path / "store") as store:
         extract(MODEL, data, store, options=options(), progress=False)
@@ -77,7 +60,7 @@ def test_second_run_computes_nothing_and_does_not_load_the_model(tmp_path: Path,
     assert (again.computed, again.cached) == (0, 12)
 
 
-def test_shared_files_are_stored_once(tmp_path: Path) -> None:
+def test_shared_files_are_stored_once(make_image_folder, tmp_path: Path) -> None:
     first = make_image_folder(tmp_path / "a", per_class=4)
     second = make_image_folder(tmp_path / "b", per_class=6)  # same seeds: 4 per class shared with `first`
     with EmbeddingStore(tmp_path / "store") as store:
@@ -89,7 +72,7 @@ def test_shared_files_are_stored_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [{"layer": "layer2"}, {"pool": "max", "layer": "features"}, {"precision": "bf16"}])
-def test_other_layer_pool_or_precision_gets_separate_vectors(tmp_path: Path, change: dict) -> None:
+def test_other_layer_pool_or_precision_gets_separate_vectors(make_image_folder, tmp_path: Path, change: dict) -> None:
     data = make_image_folder(tmp_path / "images", per_class=2)
     with EmbeddingStore(tmp_path / "store") as store:
         base = extract(MODEL, data, store, options=options(), progress=False)
@@ -98,7 +81,7 @@ def test_other_layer_pool_or_precision_gets_separate_vectors(tmp_path: Path, cha
         assert len(store.fingerprints()) == 2
 
 
-def test_other_preprocessing_gets_separate_vectors(tmp_path: Path) -> None:
+def test_other_preprocessing_gets_separate_vectors(make_image_folder, tmp_path: Path) -> None:
     from timm.data import create_transform
 
     data = make_image_folder(tmp_path / "images", per_class=2)
@@ -122,11 +105,11 @@ def _png_claiming_pixels(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def test_malformed_files_get_error_records_and_good_ones_are_stored(tmp_path: Path) -> None:
+def test_malformed_files_get_error_records_and_good_ones_are_stored(make_image_folder, png, tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "images", per_class=3)
     bad = {
         "zero.png": b"",
-        "truncated.png": _png(1)[:60],
+        "truncated.png": png(1)[:60],
         "random.jpg": np.random.default_rng(3).bytes(500),
         "text.jpg": b"this is not an image",
         "bomb.png": _png_claiming_pixels(40_000, 40_000),
@@ -164,7 +147,7 @@ def test_text_items_bad_text_and_order(tmp_path: Path, workers: int) -> None:
 
 
 @pytest.mark.parametrize("streams", [1, 3])
-def test_concurrent_streams_keep_each_vector_with_its_item(tmp_path: Path, streams: int) -> None:
+def test_concurrent_streams_keep_each_vector_with_its_item(make_image_folder, tmp_path: Path, streams: int) -> None:
     """``streams`` forwards at once (CPU throughput mode): every vector still lands on its own key."""
     import torch
 
@@ -183,7 +166,7 @@ def test_concurrent_streams_keep_each_vector_with_its_item(tmp_path: Path, strea
     np.testing.assert_allclose(vectors.vectors, direct.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-3)
 
 
-def test_max_failures_raises_after_storing(tmp_path: Path) -> None:
+def test_max_failures_raises_after_storing(make_image_folder, tmp_path: Path) -> None:
     from hubtune.extract import TooManyFailures
 
     root = make_image_folder(tmp_path / "images", per_class=1)

@@ -15,7 +15,6 @@ from hubtune.finetune.activations import SplitEncoder, cache_activations
 from hubtune.finetune.blocks import build_top, split_point
 from hubtune.finetune.train import TrainConfig
 from hubtune.store import EmbeddingStore
-from tests.test_cli import hubtune as hubtune_cli
 
 TEXTS = ["short", "a somewhat longer sentence about cats", "one more text, with punctuation!", "dogs"]
 
@@ -187,13 +186,13 @@ def test_cache_budget_is_refused_with_the_size(image_data: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_cli_finetune_predict_eval_export(image_data: Path, tmp_path: Path) -> None:
+def test_cli_finetune_predict_eval_export(run_hubtune, image_data: Path, tmp_path: Path) -> None:
     """The whole path through the CLI, recomputing the frozen part; the export agrees with predict."""
     import torch
 
     out, cache = tmp_path / "head", tmp_path / "cache"
     common = ["--cache", str(cache), "--json"]
-    run_cli = functools.partial(hubtune_cli, env={"OMP_NUM_THREADS": "1"})
+    run_cli = functools.partial(run_hubtune, env={"OMP_NUM_THREADS": "1"})
     result = json.loads(run_cli("finetune", "timm:test_resnet", str(image_data), "--unfreeze", "2", "--out", str(out),
                                 "--weights", "random", "--epochs", "2", "--batch-size", "4", "--activations", "recompute",
                                 "--head", "mlp", "--hidden", "16,8", "--no-progress", *common).stdout)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_cli import hubtune
 
 MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
 POSITIVE = ["wonderful", "delightful", "excellent", "superb", "lovely", "brilliant", "joyful", "fantastic",
@@ -18,36 +17,37 @@ NEGATIVE = ["awful", "terrible", "horrible", "dreadful", "miserable", "disgustin
 
 
 @pytest.fixture(scope="module")
-def words(tmp_path_factory) -> tuple[Path, Path]:
+def words(run_hubtune, tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("words")
     table = folder / "words.jsonl"
     rows = [{"text": w, "label": label} for ws, label in ((POSITIVE, "pos"), (NEGATIVE, "neg")) for w in ws]
     table.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cache = folder / "cache"
-    hubtune("extract", MODEL, str(table), "--cache", str(cache), "--no-progress")
+    run_hubtune("extract", MODEL, str(table), "--cache", str(cache), "--no-progress")
     return table, cache
 
 
 @pytest.mark.parametrize("kind", ["linear", "knn", "mlp"])
-def test_train_eval_predict(words, kind: str, tmp_path: Path) -> None:
+def test_train_eval_predict(run_hubtune, words, kind: str, tmp_path: Path) -> None:
     table, cache = words
     out = tmp_path / "head"
-    trained = json.loads(hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words", "--head", kind,
-                                 "--out", str(out), "--k", "3", "--epochs", "30", "--json").stdout)
+    trained = json.loads(run_hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words",
+                                     "--head", kind, "--out", str(out), "--k", "3", "--epochs", "30", "--json").stdout)
     assert set(trained) >= {"head", "classes", "val_accuracy"} and trained["classes"] == ["neg", "pos"]
     assert (out / "head.safetensors").is_file() and (out / "head.json").is_file()
 
-    evaluated = json.loads(hubtune("eval", str(out), str(table), "--cache", str(cache), "--json").stdout)
+    evaluated = json.loads(run_hubtune("eval", str(out), str(table), "--cache", str(cache), "--json").stdout)
     assert set(evaluated) >= {"n", "accuracy", "balanced_accuracy", "top5"} and evaluated["n"] == 24
     assert evaluated["accuracy"] >= 0.75
     if kind == "linear":  # an unknown label is not scored, and eval says so
         mixed = tmp_path / "mixed.jsonl"
         mixed.write_text(table.read_text() + json.dumps({"text": "lukewarm", "label": "neutral"}) + "\n")
-        result = hubtune("eval", str(out), str(mixed), "--cache", str(cache), "--json")
+        result = run_hubtune("eval", str(out), str(mixed), "--cache", str(cache), "--json")
         assert json.loads(result.stdout)["skipped"] == 1
         assert "1 items not scored" in result.stderr and "neutral" in result.stderr
 
-    predicted = json.loads(hubtune("predict", str(out), "marvellous", "horrid", "--cache", str(cache), "--json").stdout)
+    predicted = json.loads(run_hubtune("predict", str(out), "marvellous", "horrid", "--cache", str(cache),
+                                       "--json").stdout)
     assert [row["input"] for row in predicted] == ["marvellous", "horrid"]
     assert all(set(row) >= {"input", "label", "score"} for row in predicted)
     if kind != "mlp":  # a tiny MLP on 20 words is not expected to generalise
@@ -62,23 +62,24 @@ def test_train_eval_predict(words, kind: str, tmp_path: Path) -> None:
     np.testing.assert_allclose([row["score"] for row in predicted], direct.max(1), atol=1e-5)
 
 
-def test_head_refuses_another_models_vectors(words, tmp_path: Path) -> None:
+def test_head_refuses_another_models_vectors(run_hubtune, words, tmp_path: Path) -> None:
     _, cache = words
     out = tmp_path / "head"
-    hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words", "--head", "linear", "--out", str(out))
+    run_hubtune("train", "--cache", str(cache), "--model", MODEL, "--dataset", "words", "--head", "linear",
+                "--out", str(out))
     manifest = json.loads((out / "head.json").read_text())
     manifest["model"]["fingerprint"] = "0" * 32  # as if trained on another model's vectors
     (out / "head.json").write_text(json.dumps(manifest))
-    result = hubtune("predict", str(out), "fine", "--cache", str(cache), check=False)
+    result = run_hubtune("predict", str(out), "fine", "--cache", str(cache), check=False)
     assert result.returncode != 0 and "0" * 32 in result.stderr and "Traceback" not in result.stderr
 
 
-def test_damaged_index_is_rebuilt(words) -> None:
+def test_damaged_index_is_rebuilt(run_hubtune, words) -> None:
     _, cache = words
     common = ["--cache", str(cache), "--model", MODEL, "--dataset", "words", "--json"]
-    first = json.loads(hubtune("index", "build", *common).stdout)
+    first = json.loads(run_hubtune("index", "build", *common).stdout)
     path = Path(first["path"])
     path.write_bytes(path.read_bytes()[:100])  # truncated
-    again = json.loads(hubtune("index", "build", *common).stdout)
+    again = json.loads(run_hubtune("index", "build", *common).stdout)
     assert again["built"] is True and again["rows"] == 24
-    assert json.loads(hubtune("index", "build", *common).stdout)["built"] is False
+    assert json.loads(run_hubtune("index", "build", *common).stdout)["built"] is False

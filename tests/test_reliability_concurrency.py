@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from hubtune.store import EmbeddingStore, StoreError
-from tests.reliability_helpers import figure_fixture, start, wait  # noqa: F401  (the `figure` fixture)
 
 FP = "c0" * 16
 DIM = 64
@@ -127,19 +126,19 @@ def _loader_reads(path: Path, counter: Path, context: str, seconds: float) -> di
 
 
 @pytest.mark.slow
-def test_one_writer_four_readers_and_dataloader_workers(tmp_path: Path, figure) -> None:
+def test_one_writer_four_readers_and_dataloader_workers(fork, tmp_path: Path, figure) -> None:
     path, counter, stop = tmp_path / "store", tmp_path / "committed", tmp_path / "stop"
     with EmbeddingStore(path) as store:  # the store exists before the readers open it
         store.put_batch(FP, [key(i) for i in range(BATCH)], np.stack([expected(i) for i in range(BATCH)]))
     counter.write_text(str(BATCH))
-    pids = [start(lambda: writer(path, counter, stop))]
+    pids = [fork.start(lambda: writer(path, counter, stop))]
     outs = [tmp_path / f"reader{n}.json" for n in range(4)]
-    pids += [start(lambda: reader(path, counter, stop, out, n)) for n, out in enumerate(outs)]
+    pids += [fork.start(lambda: reader(path, counter, stop, out, n)) for n, out in enumerate(outs)]
     try:
         loaders = {context: _loader_reads(path, counter, context, 2.0) for context in ("fork", "spawn")}
     finally:
         stop.touch()
-    assert [wait(pid, 60) for pid in pids] == [0] * len(pids)
+    assert [fork.wait(pid, 60) for pid in pids] == [0] * len(pids)
     readers = [json.loads(out.read_text()) for out in outs]
     everyone = readers + list(loaders.values())
     total = {name: sum(part[name] for part in everyone) for name in ("read", "missing", "torn", "errors")}
@@ -154,10 +153,9 @@ def test_one_writer_four_readers_and_dataloader_workers(tmp_path: Path, figure) 
 
 
 @pytest.mark.slow
-def test_two_extract_jobs_on_one_cache_serialise(tiny_vit_repo: str, tmp_path: Path, figure) -> None:
-    from tests.test_reliability_crash import make_dataset
-
-    data, good, bad = make_dataset(tmp_path / "data", good=600, bad=20)
+def test_two_extract_jobs_on_one_cache_serialise(fork, make_crash_dataset, tiny_vit_repo: str, tmp_path: Path,
+                                                  figure) -> None:
+    data, good, bad = make_crash_dataset(tmp_path / "data", good=600, bad=20)
     cache = tmp_path / "cache"
 
     def job(name: str) -> None:
@@ -167,8 +165,8 @@ def test_two_extract_jobs_on_one_cache_serialise(tiny_vit_repo: str, tmp_path: P
               "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu", "--precision", "fp32"])
 
     logs = [tmp_path / f"job{n}.log" for n in range(2)]
-    pids = [start(lambda: job(f"job{n}"), stderr_to=log) for n, log in enumerate(logs)]
-    assert [wait(pid, 300) for pid in pids] == [0, 0], [log.read_text()[-2000:] for log in logs]
+    pids = [fork.start(lambda: job(f"job{n}"), stderr_to=log) for n, log in enumerate(logs)]
+    assert [fork.wait(pid, 300) for pid in pids] == [0, 0], [log.read_text()[-2000:] for log in logs]
     texts = [log.read_text() for log in logs]
     summaries = [json.loads(text[text.index("{\n"):text.rindex("}") + 1]) for text in texts]
     with EmbeddingStore(cache, readonly=True) as store:
@@ -183,7 +181,7 @@ def test_two_extract_jobs_on_one_cache_serialise(tiny_vit_repo: str, tmp_path: P
            f"(sum {sum(computed)}), store holds {rows} vectors for {len(good)} unique keys, verify clean")
 
 
-def test_every_store_method_refuses_a_handle_inherited_across_fork(tmp_path: Path, figure) -> None:
+def test_every_store_method_refuses_a_handle_inherited_across_fork(fork, tmp_path: Path, figure) -> None:
     store = EmbeddingStore(tmp_path / "store")
     keys = [key(i) for i in range(4)]
     store.register(FP, {"model": "x"}, DIM, "float16")
@@ -220,7 +218,7 @@ def test_every_store_method_refuses_a_handle_inherited_across_fork(tmp_path: Pat
         store.close()  # a no-op in the child: the parent's handle stays intact
         refusals.write_text(json.dumps(refused))
 
-    assert wait(start(child), 60) == 0
+    assert fork.wait(fork.start(child), 60) == 0
     refused = json.loads(refusals.read_text())
     assert refused == list(calls)
     assert store.verify().ok and store.count(FP) == 4 and store.datasets() == ["d"]

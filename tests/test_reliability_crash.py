@@ -8,7 +8,6 @@ The harnesses fork this test process (torch and hubtune already imported) instea
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -17,71 +16,24 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from hubtune.store import EmbeddingStore, StoreError, release_inherited
-from tests.reliability_helpers import call, figure_fixture, start, wait  # noqa: F401  (the `figure` fixture)
 
 REF = "hf:hubtune-test/tiny-vit"  # a 2-layer ViT on 32 px images: ~800 items/s on one core
 EXTRACT_ARGS = ["--dataset", "crash", "--batch-size", "16", "--workers", "0", "--no-progress",
                 "--device", "cpu", "--precision", "fp32"]
-GOOD, BAD = 1900, 100  # 2,000 items, 5 % malformed
+GOOD, BAD = 1900, 100  # 2,000 items, 5 % malformed (conftest's make_crash_dataset)
 KILLS = 50
 SEED = 5
 
 
-# -- data ----------------------------------------------------------------------------------------------------
-def _image(seed: int, fmt: str = "PNG") -> bytes:
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def _malformed(i: int) -> tuple[str, bytes]:
-    """Five kinds of broken image file, each one distinct (distinct content keys)."""
-    rng = np.random.default_rng(10_000 + i)
-    kind = i % 5
-    if i == 0:
-        return ".png", b""  # zero bytes (only one: every empty file has the same key)
-    if kind == 0:
-        png = _image(20_000 + i)
-        return ".png", png[: len(png) // 2]  # truncated inside the pixel data
-    if kind == 1:
-        jpeg = _image(20_000 + i, "JPEG")
-        return ".jpg", jpeg[: len(jpeg) - 200]  # cut inside the scan (the first half is shared tables)
-    if kind == 2:
-        return ".png", rng.bytes(int(rng.integers(16, 600)))  # random bytes, image extension
-    if kind == 3:
-        return ".jpg", b"\xff\xd8\xff\xe0" + rng.bytes(int(rng.integers(16, 600)))  # a JPEG magic, then noise
-    return ".png", f"not an image {i}\n".encode() * 20  # text with an image extension
-
-
 def key_of(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def make_dataset(root: Path, good: int = GOOD, bad: int = BAD) -> tuple[Path, set[bytes], set[bytes]]:
-    """``root/{a,b}/*``: ``good`` distinct 32 px PNGs and ``bad`` malformed files spread over both classes."""
-    good_keys, bad_keys = set(), set()
-    for i in range(good):
-        data = _image(i)
-        path = root / "ab"[i % 2] / f"{i:05d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        good_keys.add(key_of(data))
-    for i in range(bad):
-        suffix, data = _malformed(i)
-        (root / "ab"[i % 2] / f"bad{i:04d}{suffix}").write_bytes(data)
-        bad_keys.add(key_of(data))
-    assert len(good_keys) == good and len(bad_keys) == bad
-    return root, good_keys, bad_keys
 
 
 # -- children --------------------------------------------------------------------------------------------------
@@ -172,22 +124,22 @@ def float16_ulps(a: np.ndarray, b: np.ndarray) -> float:
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[bytes], set[bytes]]:
-    return make_dataset(tmp_path_factory.mktemp("crash") / "data")
+def dataset(make_crash_dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[bytes], set[bytes]]:
+    return make_crash_dataset(tmp_path_factory.mktemp("crash") / "data", good=GOOD, bad=BAD)
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_vit_repo: str, dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(fork, tiny_vit_repo: str, dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run over the same data."""
     cache = tmp_path_factory.mktemp("reference") / "cache"
     log = cache.parent / "log.txt"
-    assert wait(start(lambda: extract_child(dataset[0], cache), stderr_to=log), 300) == 0, log.read_text()
+    assert fork.wait(fork.start(lambda: extract_child(dataset[0], cache), stderr_to=log), 300) == 0, log.read_text()
     return cache
 
 
 # -- kill -9 anywhere ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(dataset, reference: Path, tmp_path: Path,
+def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(fork, dataset, reference: Path, tmp_path: Path,
                                                                       figure) -> None:
     from hubtune.api import load_backbone
     from hubtune.data import open_dataset
@@ -204,12 +156,12 @@ def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(dataset, r
             break
         marker.write_bytes(b"")
         if attempt % 2 == 0:  # the CLI, killed at a seeded moment: start-up, listing, loading, compute or commit
-            pid = start(lambda: extract_child(data, cache, marker), stderr_to=log)
+            pid = fork.start(lambda: extract_child(data, cache, marker), stderr_to=log)
             moment = rng.uniform(0.0, 1.25) * startup  # in units of its start-up: ~1 in 5 after the first commit
             code, first_commit = kill_when(pid, marker, lambda elapsed, marks: elapsed >= moment)
             startup = first_commit or startup
         else:  # a warm child, killed right after its k-th write transaction began
-            pid = start(lambda: extract_child(data, cache, marker, warm), stderr_to=log)
+            pid = fork.start(lambda: extract_child(data, cache, marker, warm), stderr_to=log)
             nth = rng.randint(1, 4)
             code, _ = kill_when(pid, marker, lambda elapsed, marks: marks.count(b"B") >= nth)
         if code is not None and code >= 0:
@@ -225,7 +177,7 @@ def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(dataset, r
     assert kills >= KILLS, f"only {kills} kills before the job finished; slow the kill moments down"
     assert inside_commit >= 5, f"only {inside_commit} kills landed inside a write transaction"
 
-    assert wait(start(lambda: extract_child(data, cache), stderr_to=log), 300) == 0, log.read_text()[-3000:]
+    assert fork.wait(fork.start(lambda: extract_child(data, cache), stderr_to=log), 300) == 0, log.read_text()[-3000:]
     assert cache_verify(cache)["ok"]
     fingerprint, vectors, errors = stored_state(cache)
     ref_fingerprint, ref_vectors, ref_errors = stored_state(reference)
@@ -244,7 +196,7 @@ def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(dataset, r
 
 
 @pytest.mark.slow
-def test_complete_rerun_computes_nothing_and_changes_no_byte(dataset, reference: Path, figure) -> None:
+def test_complete_rerun_computes_nothing_and_changes_no_byte(fork, dataset, reference: Path, figure) -> None:
     def snapshot() -> dict[str, str]:  # every file but the lock file (reader slots change there by design)
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in reference.iterdir() if p.name != "lock.mdb"}
 
@@ -271,7 +223,7 @@ def test_complete_rerun_computes_nothing_and_changes_no_byte(dataset, reference:
         return {**counts, "seconds": time.perf_counter() - started, "summary": summary}
 
     before = snapshot()
-    result = call(rerun)
+    result = fork.call(rerun)
     assert snapshot() == before, "a rerun over a complete cache changed bytes of the store"
     assert result["forward"] == 0 and result["loads"] == 0
     figure("idempotent rerun", f"{result['forward']} forward passes, {result['loads']} model loads, "
@@ -280,7 +232,7 @@ def test_complete_rerun_computes_nothing_and_changes_no_byte(dataset, reference:
 
 # -- atomic index save -------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_index_save_killed_at_24_moments_always_leaves_a_loadable_index(tmp_path: Path, figure) -> None:
+def test_index_save_killed_at_24_moments_always_leaves_a_loadable_index(fork, tmp_path: Path, figure) -> None:
     from hubtune import index as ix
 
     rng = np.random.default_rng(0)
@@ -310,10 +262,10 @@ def test_index_save_killed_at_24_moments_always_leaves_a_loadable_index(tmp_path
     random_moments = random.Random(SEED)
     for _ in range(24):
         marker.write_bytes(b"")
-        pid = start(saver)
+        pid = fork.start(saver)
         while not marker.read_bytes():
             time.sleep(0.001)
-        assert wait(pid, random_moments.uniform(0.0, 0.25)) is None  # killed, not finished
+        assert fork.wait(pid, random_moments.uniform(0.0, 0.25)) is None  # killed, not finished
         state = marker.read_bytes()
         last_save = state[state.rfind(b"s"):]
         inside_save += not last_save.endswith(b"e")
@@ -341,10 +293,11 @@ def _mount_tmpfs(where: Path, size: int) -> bool:
 
 
 @pytest.mark.slow
-def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(tiny_vit_repo: str, tmp_path: Path, figure) -> None:
-    data, good, bad = make_dataset(tmp_path / "data", good=600, bad=20)
+def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(fork, make_crash_dataset, tiny_vit_repo: str,
+                                                                   tmp_path: Path, figure) -> None:
+    data, good, bad = make_crash_dataset(tmp_path / "data", good=600, bad=20)
     roomy, log = tmp_path / "roomy", tmp_path / "log.txt"
-    assert wait(start(lambda: extract_child(data, roomy), stderr_to=log), 120) == 0, log.read_text()
+    assert fork.wait(fork.start(lambda: extract_child(data, roomy), stderr_to=log), 120) == 0, log.read_text()
     final_size = (roomy / "data.mdb").stat().st_size
     small, filler = tmp_path / "small", None
     mounted = _mount_tmpfs(small, 16 * final_size)
@@ -357,7 +310,7 @@ def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(tiny_vit_repo
             filler = small / "filler"
             filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - final_size // 2))
             how = "tmpfs filled up (ENOSPC)"
-            first = start(lambda: extract_child(data, cache), stderr_to=log)
+            first = fork.start(lambda: extract_child(data, cache), stderr_to=log)
         else:  # no mount permission: the kernel's file-size limit refuses writes past it (EFBIG)
             limit = final_size // 2
             how = f"RLIMIT_FSIZE={limit} bytes (EFBIG; tmpfs could not be mounted)"
@@ -367,8 +320,8 @@ def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(tiny_vit_repo
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
                 extract_child(data, cache)
 
-            first = start(limited, stderr_to=log)
-        code = wait(first, 120)
+            first = fork.start(limited, stderr_to=log)
+        code = fork.wait(first, 120)
         message = log.read_text().strip().splitlines()[-1]
         assert code == 1, log.read_text()[-3000:]
         assert message.startswith("Error: could not write to the store") and "run the same command again" in message
@@ -379,7 +332,8 @@ def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(tiny_vit_repo
         assert partial < len(good)
         if filler is not None:
             filler.unlink()  # space is freed
-        assert wait(start(lambda: extract_child(data, cache), stderr_to=log), 120) == 0, log.read_text()[-3000:]
+        code = fork.wait(fork.start(lambda: extract_child(data, cache), stderr_to=log), 120)
+        assert code == 0, log.read_text()[-3000:]
         assert cache_verify(cache)["ok"]
         _, vectors, errors = stored_state(cache)
         _, ref_vectors, _ = stored_state(roomy)
@@ -395,12 +349,13 @@ def test_disk_full_is_a_clear_error_the_store_verifies_and_resumes(tiny_vit_repo
 
 
 @pytest.mark.slow
-def test_map_full_is_a_clear_error_and_resumes_with_a_larger_map(tiny_vit_repo: str, tmp_path: Path, figure) -> None:
+def test_map_full_is_a_clear_error_and_resumes_with_a_larger_map(fork, make_crash_dataset, tiny_vit_repo: str,
+                                                                 tmp_path: Path, figure) -> None:
     from hubtune.backbone import LoadOptions
     from hubtune.errors import HubtuneError
     from hubtune.extract import extract
 
-    data, good, bad = make_dataset(tmp_path / "data", good=600, bad=20)
+    data, good, bad = make_crash_dataset(tmp_path / "data", good=600, bad=20)
     cache = tmp_path / "cache"
     options = LoadOptions(device="cpu", precision="fp32")
 
@@ -413,12 +368,12 @@ def test_map_full_is_a_clear_error_and_resumes_with_a_larger_map(tiny_vit_repo: 
         except HubtuneError as exc:
             return {"ok": False, "type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
 
-    failed = call(lambda: run(96 * 1024))
+    failed = fork.call(lambda: run(96 * 1024))
     assert not failed["ok"] and failed["type"] == StoreError.__name__ and failed["exit_code"] == 1
     assert "reached its map size" in failed["message"] and "larger map_size" in failed["message"]
     report = cache_verify(cache)
     assert report["ok"] and report["vectors"] < len(good)
-    resumed = call(lambda: run(64 << 20))
+    resumed = fork.call(lambda: run(64 << 20))
     assert resumed["ok"] and resumed["computed"] == len(good) - report["vectors"]
     _, vectors, errors = stored_state(cache)
     assert set(vectors) == good and errors == bad
@@ -452,7 +407,7 @@ def _reader(path: Path, pipe: int, use_hubtune: bool) -> None:
         os.write(pipe, b"F")
 
 
-def _kill_readers(path: Path, bursts: int, use_hubtune: bool) -> tuple[int, int]:
+def _kill_readers(fork: Any, path: Path, bursts: int, use_hubtune: bool) -> tuple[int, int]:
     """``bursts`` times, start BURST readers at once and SIGKILL them all mid-read.
 
     Returns (readers killed, number of the first reader that met ReadersFullError or 0).
@@ -462,7 +417,7 @@ def _kill_readers(path: Path, bursts: int, use_hubtune: bool) -> tuple[int, int]
         pipes, pids = [], []
         for _ in range(BURST):
             read_end, write_end = os.pipe()
-            pids.append(start(lambda: _reader(path, write_end, use_hubtune)))
+            pids.append(fork.start(lambda: _reader(path, write_end, use_hubtune)))
             os.close(write_end)
             pipes.append(read_end)
         answers = []
@@ -488,14 +443,14 @@ def _holder(path: Path) -> EmbeddingStore:
 
 
 @pytest.mark.slow
-def test_50_killed_readers_leave_no_readers_full_error(tmp_path: Path, figure) -> None:
+def test_50_killed_readers_leave_no_readers_full_error(fork, tmp_path: Path, figure) -> None:
     with _holder(tmp_path / "control") as control:
-        _, control_full_at = _kill_readers(control.path, 10, use_hubtune=False)
+        _, control_full_at = _kill_readers(fork, control.path, 10, use_hubtune=False)
     assert control_full_at, "the control never filled LMDB's reader table: the test cannot fail"
     with _holder(tmp_path / "store") as holder:
-        killed, full_at = _kill_readers(holder.path, 10, use_hubtune=True)
+        killed, full_at = _kill_readers(fork, holder.path, 10, use_hubtune=True)
         assert (killed, full_at) == (50, 0), f"ReadersFullError at reader {full_at} after {killed} killed ones"
-        live, _ = _kill_readers(holder.path, 1, use_hubtune=True)  # ... then BURST live readers at once
+        live, _ = _kill_readers(fork, holder.path, 1, use_hubtune=True)  # ... then BURST live readers at once
         assert live == BURST
         assert holder.count("ab" * 16) == 64
     figure("stale readers", f"max_readers={MAX_READERS}, readers killed mid-read in bursts of {BURST}: without "

@@ -15,13 +15,13 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from hubtune.imageio import MAX_IMAGE_PIXELS
 from hubtune.store import EmbeddingStore
-from tests.reliability_helpers import call, figure_fixture, start  # noqa: F401  (the `figure` fixture)
 
 PER_ITEM_LIMIT_S = 5.0  # decode + preprocess of any one item, the 10 MB text included
 EXTRA_MEMORY_LIMIT = 1 << 30  # peak RSS of the run above the forked process's starting RSS
@@ -140,11 +140,11 @@ def _text_or_bytes(path: Path) -> str | bytes:
         return data
 
 
-def _run_extract(ref: str, data: Path, cache: Path, workers: int, log: Path, timeout: float) -> dict:
+def _run_extract(fork: Any, ref: str, data: Path, cache: Path, workers: int, log: Path, timeout: float) -> dict:
     """``hubtune extract`` in a forked child under a deadline; its exit code, seconds and memory."""
     memory = log.with_suffix(".memory.json")
     started = time.monotonic()
-    pid = start(lambda: _cli(memory, "extract", ref, str(data), "--cache", str(cache), "--workers", str(workers),
+    pid = fork.start(lambda: _cli(memory, "extract", ref, str(data), "--cache", str(cache), "--workers", str(workers),
                              "--batch-size", "32", "--no-progress", "--device", "cpu", "--precision", "fp32"),
                 stderr_to=log)
     while True:
@@ -188,7 +188,7 @@ def _check_store(cache: Path, corpus: dict[str, dict[bytes, str]]) -> tuple[int,
 
 
 @pytest.mark.slow
-def test_malformed_images_and_texts(tiny_vit_repo: str, tiny_bert_repo: str, tmp_path: Path, figure) -> None:
+def test_malformed_images_and_texts(fork, tiny_vit_repo: str, tiny_bert_repo: str, tmp_path: Path, figure) -> None:
     images = image_corpus(tmp_path / "images")
     texts = text_corpus(tmp_path / "texts")
     good = len(images["good"]) + len(texts["good"])
@@ -198,9 +198,9 @@ def test_malformed_images_and_texts(tiny_vit_repo: str, tiny_bert_repo: str, tmp
     for ref, folder, corpus, workers in ((f"hf:{tiny_vit_repo}", tmp_path / "images", images, 2),
                                          (f"hf:{tiny_bert_repo}", tmp_path / "texts", texts, 0)):
         log = tmp_path / f"{folder.name}.log"
-        worst = call(lambda: _per_item_seconds(ref, folder), timeout=300)
+        worst = fork.call(lambda: _per_item_seconds(ref, folder), timeout=300)
         assert worst["seconds"] < PER_ITEM_LIMIT_S, worst
-        run = _run_extract(ref, folder, tmp_path / f"cache-{folder.name}", workers, log, timeout=300)
+        run = _run_extract(fork, ref, folder, tmp_path / f"cache-{folder.name}", workers, log, timeout=300)
         assert run["code"] == 0, log.read_text()[-3000:]
         assert "Traceback" not in log.read_text()
         assert run["extra_memory"] < EXTRA_MEMORY_LIMIT and run["workers_peak"] < 2 * EXTRA_MEMORY_LIMIT, run

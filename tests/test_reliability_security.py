@@ -26,7 +26,6 @@ import hubtune.api
 from hubtune import constants, plugins
 from hubtune.errors import HubtuneError
 from hubtune.hfhub import seed_snapshot
-from tests.reliability_helpers import figure_fixture  # noqa: F401  (the `figure` fixture)
 from tests.test_security import _copy_snapshot, _plant_pickle
 
 MINILM = "hf:sentence-transformers/all-MiniLM-L6-v2"

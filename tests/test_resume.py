@@ -14,7 +14,6 @@ import pytest
 
 from hubtune.store import EmbeddingStore
 from hubtune.store.vectors import load_dataset_vectors
-from tests.test_extract import make_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +33,7 @@ def stored(cache: Path) -> int:
         return sum(store.count(fp) for fp in store.fingerprints())
 
 
-def test_kill_at_several_points_then_rerun(tmp_path: Path) -> None:
+def test_kill_at_several_points_then_rerun(make_image_folder, tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=60)
     (data / "dog" / "copy.png").write_bytes((data / "cat" / "000.png").read_bytes())  # a duplicate input
     reference_cache, cache = tmp_path / "reference", tmp_path / "killed"

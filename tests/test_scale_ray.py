@@ -26,8 +26,6 @@ from hubtune.data import open_dataset  # noqa: E402
 from hubtune.engines.driver import extract_sharded  # noqa: E402
 from hubtune.shards import ShardRunner, read_plan, write_plan  # noqa: E402
 from hubtune.store import EmbeddingStore  # noqa: E402
-from tests.test_extract import make_image_folder  # noqa: E402
-from tests.test_shards import assert_same_store, text_table  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODEL_ARGS = ["--weights", "random:3", "--device", "cpu", "--precision", "fp32", "--no-progress", "--json"]
@@ -52,7 +50,7 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def reviews(tmp_path_factory: pytest.TempPathFactory, tiny_bert_repo: str) -> tuple[Path, str, Path]:
+def reviews(text_table, tmp_path_factory: pytest.TempPathFactory, tiny_bert_repo: str) -> tuple[Path, str, Path]:
     """300 text items and a plain (local engine) extract of them."""
     root = tmp_path_factory.mktemp("reviews")
     data = text_table(root / "reviews.jsonl", 300)
@@ -61,7 +59,8 @@ def reviews(tmp_path_factory: pytest.TempPathFactory, tiny_bert_repo: str) -> tu
     return data, ref, root / "plain"
 
 
-def test_ray_extract_matches_a_plain_run_and_reruns_skip_done_shards(local_ray, reviews, tmp_path: Path) -> None:
+def test_ray_extract_matches_a_plain_run_and_reruns_skip_done_shards(assert_same_store, local_ray, reviews,
+                                                                     tmp_path: Path) -> None:
     data, ref, plain = reviews
     shards = tmp_path / "shards"
     # an interrupted earlier run: the plan written and its first two shards done
@@ -94,7 +93,7 @@ def _actor_pids() -> list[int]:
     return pids
 
 
-def test_killing_an_actor_mid_run_still_completes(local_ray, tmp_path: Path) -> None:
+def test_killing_an_actor_mid_run_still_completes(make_image_folder, local_ray, tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images", per_class=24)
     shards = tmp_path / "shards"
     outcome: dict = {}
@@ -124,7 +123,7 @@ def test_killing_an_actor_mid_run_still_completes(local_ray, tmp_path: Path) -> 
         assert store.count(fingerprint) == 48 and store.verify().ok
 
 
-def test_two_node_cluster_matches_a_plain_run(reviews, tmp_path: Path) -> None:
+def test_two_node_cluster_matches_a_plain_run(assert_same_store, reviews, tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
     data, ref, plain = reviews
@@ -147,7 +146,7 @@ def test_two_node_cluster_matches_a_plain_run(reviews, tmp_path: Path) -> None:
         cluster.shutdown()
 
 
-def test_decoding_runs_on_cpu_only_nodes_and_matches_a_plain_run(reviews, tmp_path: Path) -> None:
+def test_decoding_runs_on_cpu_only_nodes_and_matches_a_plain_run(assert_same_store, reviews, tmp_path: Path) -> None:
     """``--decoders``: decode actors on a CPU-only node feed embedding actors on a (simulated) GPU node."""
     from ray.cluster_utils import Cluster
 

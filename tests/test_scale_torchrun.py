@@ -15,13 +15,12 @@ pytest.importorskip("pyarrow")
 from click.testing import CliRunner  # noqa: E402
 
 from hubtune.cli import cli  # noqa: E402
-from tests.test_shards import assert_same_store, text_table  # noqa: E402
 
 MODEL_ARGS = ["--weights", "random:3", "--device", "cpu", "--precision", "fp32", "--no-progress", "--json"]
 
 
 @pytest.mark.slow
-def test_two_ranks_match_a_plain_run(tmp_path: Path, tiny_bert_repo: str) -> None:
+def test_two_ranks_match_a_plain_run(assert_same_store, text_table, tmp_path: Path, tiny_bert_repo: str) -> None:
     data = text_table(tmp_path / "reviews.jsonl", 200)
     ref = f"hf:{tiny_bert_repo}"
     plain = CliRunner().invoke(cli, ["extract", ref, str(data), "--cache", str(tmp_path / "plain"), *MODEL_ARGS])

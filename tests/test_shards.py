@@ -20,29 +20,8 @@ from hubtune.store import EmbeddingStore  # noqa: E402
 OPTIONS = LoadOptions(weights="random:3", device="cpu", precision="fp32")
 
 
-def text_table(path: Path, n: int) -> Path:
-    """``n`` rows: distinct texts, one repeated text and one empty text (which fails)."""
-    rows = [{"text": f"review number {i} says {'good' if i % 3 else 'bad'} things", "label": "pos" if i % 3 else "neg",
-             "split": "val" if i % 5 == 0 else "train"} for i in range(n - 2)]
-    rows += [dict(rows[1]), {"text": "", "label": "neg"}]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-def assert_same_store(merged: Path, plain: Path, dataset: str) -> None:
-    """Same fingerprint, manifest, error records, and vectors to float16 rounding."""
-    with EmbeddingStore(merged, readonly=True) as got, EmbeddingStore(plain, readonly=True) as want:
-        assert got.fingerprints() == want.fingerprints()
-        (fingerprint,) = want.fingerprints()
-        assert got.manifest(dataset) == want.manifest(dataset)
-        assert got.errors(fingerprint) == want.errors(fingerprint)
-        keys = [bytes.fromhex(k) for k in want.manifest(dataset)["keys"] if bytes.fromhex(k) not in want.errors(fingerprint)]
-        np.testing.assert_allclose(got.get(fingerprint, keys), want.get(fingerprint, keys), rtol=2e-3, atol=2e-3)
-        assert got.verify().ok
-
-
 @pytest.fixture
-def planned(tmp_path: Path, tiny_bert_repo: str) -> tuple[Path, Path, str]:
+def planned(text_table, tmp_path: Path, tiny_bert_repo: str) -> tuple[Path, Path, str]:
     data = text_table(tmp_path / "reviews.jsonl", 40)
     ref = f"hf:{tiny_bert_repo}"
     write_plan(tmp_path / "shards", open_dataset(data), "reviews", ref, OPTIONS, "float16", shards=3)

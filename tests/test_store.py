@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from hubtune.store import EmbeddingStore, StoreError, decode_block, encode_block
-from tests.reliability_helpers import figure_fixture  # noqa: F401  (the `figure` fixture)
 
 FP = "0" * 31 + "1"
 FP2 = "f" * 32

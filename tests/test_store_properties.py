@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from hubtune.store import EmbeddingStore, StoreError
-from tests.reliability_helpers import figure_fixture  # noqa: F401  (the `figure` fixture)
 
 FINGERPRINTS = {"0" * 31 + "1": 8, "f" * 32: 3}  # fingerprint -> dim
 KEYS = [hashlib.blake2b(str(i).encode(), digest_size=16).digest() for i in range(24)]
