@@ -125,7 +125,7 @@ def run_demo(cache: Path | None = None, report: Path | None = None, offline: boo
     from hubtune.extract import extract
     from hubtune.heads.features import metrics
     from hubtune.heads.training import train_head
-    from hubtune.neighbours import ensure_index, search_dataset
+    from hubtune.index.neighbours import ensure_index, search_dataset
     from hubtune.store import EmbeddingStore
     from hubtune.store.vectors import load_dataset_vectors
 

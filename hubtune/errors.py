@@ -80,3 +80,16 @@ class FingerprintLookupError(HubtuneError, LookupError):
     """No fingerprint, or more than one, fits the model and options given."""
 
     exit_code = 2
+
+
+# -- indexes and search ---------------------------------------------------------------------------
+class IndexOptionError(HubtuneError, ValueError):
+    """An index option or file hubtune cannot use."""
+
+    exit_code = 2
+
+
+class QueryError(HubtuneError, ValueError):
+    """A search query that names no item, file or text hubtune can embed."""
+
+    exit_code = 2

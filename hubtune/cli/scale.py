@@ -141,7 +141,7 @@ def index_build_sharded(shards_dir: Path, out: Path, kind: str, metric: str, max
     Ids are rows in the dataset's export order. The merged index keeps its inverted lists in
     OUT/merged.ivfdata, read from disk at search time, and loads after OUT is moved.
     """
-    from hubtune.index_sharded import build_sharded
+    from hubtune.index.sharded import build_sharded
 
     with _native_stdout_to_stderr():
         result = build_sharded(shards_dir, out, kind=kind, metric=metric, max_memory=max_memory, threads=threads)

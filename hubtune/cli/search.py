@@ -37,7 +37,7 @@ def index_options(func: Any) -> Any:
 
 def _dataset_index(cache_dir: Path | None, ref: str, dataset: str, options: Any, kind: str, metric: str,
                    max_memory: str, nprobe: int | None, ef_search: int | None, rebuild: bool) -> tuple[Any, str, Any]:
-    from hubtune.neighbours import ensure_index
+    from hubtune.index.neighbours import ensure_index
     from hubtune.store import EmbeddingStore
     from hubtune.store.lookup import find_fingerprint
 
@@ -92,7 +92,7 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
     """
     from hubtune.api import load_backbone
     from hubtune.errors import BackboneOptionError
-    from hubtune.neighbours import query_vectors, search_dataset
+    from hubtune.index.neighbours import query_vectors, search_dataset
 
     from hubtune.store.lookup import resolved_options
 

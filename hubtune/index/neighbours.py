@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from hubtune import index as ix
-from hubtune.errors import HubtuneError
+from hubtune.errors import QueryError
+from hubtune.index import faiss_index as ix
 from hubtune.store import EmbeddingStore
 from hubtune.store.vectors import DatasetVectors, load_dataset_vectors
 
@@ -21,12 +21,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hubtune.backbone import Backbone
-
-
-class QueryError(HubtuneError, ValueError):
-    """A search query that names no item, file or text hubtune can embed."""
-
-    exit_code = 2
 
 
 @dataclass

@@ -3,13 +3,13 @@
 faiss' on-disk recipe (``faiss/contrib/ondisk.py``, demo ``demo_ondisk_ivf.py``):
 
 1. train the coarse quantizer (and PQ) once, on a sample: the same rows ``index.build`` would
-   draw (:func:`hubtune.index.training_rows`), so the centroids equal a one-piece build's;
+   draw (:func:`hubtune.index.faiss_index.training_rows`), so the centroids equal a one-piece build's;
 2. add each shard into its own copy of the trained, empty index, with the real ids: a vector's
    row in the dataset's export order (items that failed hold no row). The adds are independent:
    here a thread pool runs them, on a cluster any engine can map :func:`add_shard`;
 3. merge the shards' inverted lists into one ``merged.ivfdata`` with ``merge_ondisk``; the
    ``merged.index`` beside it names that file, and loads from wherever the folder is moved to
-   (``IO_FLAG_ONDISK_SAME_DIR``, which :func:`hubtune.index.load` passes).
+   (``IO_FLAG_ONDISK_SAME_DIR``, which :func:`hubtune.index.faiss_index.load` passes).
 
 The result is searched exactly like an index built in one piece, with vectors read from disk
 (memory-mapped) instead of RAM.
@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hubtune.index import (IndexOptionError, IndexSpec, _prepare, choose_spec, empty_index, save, to_cpu,
-                           training_rows)
+from hubtune.errors import IndexOptionError
+from hubtune.index.faiss_index import (IndexSpec, choose_spec, empty_index, prepare_vectors, save, to_cpu,
+                                       training_rows)
 from hubtune.shard_merge import check_complete
 from hubtune.shards import read_plan
 
@@ -61,7 +62,7 @@ def add_shard(trained: str | Path, vectors: Any, first_id: int, metric: str, out
     import numpy as np
 
     index = faiss.read_index(str(trained))
-    index.add_with_ids(_prepare(vectors, metric), np.arange(first_id, first_id + len(vectors), dtype=np.int64))
+    index.add_with_ids(prepare_vectors(vectors, metric), np.arange(first_id, first_id + len(vectors), dtype=np.int64))
     faiss.write_index(index, str(out))
 
 
@@ -90,7 +91,7 @@ def build_sharded(folder: str | Path, out: str | Path, *, kind: str = "auto", me
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     trained = parts / "trained.index"
-    faiss.write_index(to_cpu(empty_index(dim, spec, _prepare(sample, metric), seed)), str(trained))
+    faiss.write_index(to_cpu(empty_index(dim, spec, prepare_vectors(sample, metric), seed)), str(trained))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda i: add_shard(trained, _vectors(folder, names[i]), int(starts[i]), metric,
                                           parts / f"{names[i]}.index"), range(len(names))))
@@ -106,6 +107,6 @@ def build_sharded(folder: str | Path, out: str | Path, *, kind: str = "auto", me
 
 def load_sharded(out: str | Path, folder: str | Path) -> tuple[Any, IndexSpec] | None:
     """The merged index in ``out`` if its sidecar matches the shards folder; else None (rebuild it)."""
-    from hubtune.index import load
+    from hubtune.index.faiss_index import load
 
     return load(Path(out) / MERGED, identity(folder))

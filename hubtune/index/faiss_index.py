@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubtune.atomic import atomic_write, staged
-from hubtune.errors import HubtuneError
+from hubtune.errors import IndexOptionError
 from hubtune.fingerprint import hash_file
 
 if TYPE_CHECKING:
@@ -35,12 +35,6 @@ DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE_FRACTION = 1 / 16  # of the lists; at least 16
 PQ_MIN_ROWS = 256  # one training point per code of an 8-bit sub-quantizer, as faiss requires
 INDEX_FOLDER = "indexes"  # a dataset's index files live in <cache>/indexes/
-
-
-class IndexOptionError(HubtuneError, ValueError):
-    """An index option or file hubtune cannot use."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -96,7 +90,8 @@ def choose_spec(rows: int, dim: int, kind: str = "auto", metric: str = "cosine",
     return spec
 
 
-def _prepare(vectors: "np.ndarray", metric: str) -> "np.ndarray":
+def prepare_vectors(vectors: "np.ndarray", metric: str) -> "np.ndarray":
+    """A float32 copy, L2-normalised for cosine (inner product on unit vectors)."""
     import faiss
     import numpy as np
 
@@ -138,7 +133,7 @@ def empty_index(dim: int, spec: IndexSpec, sample: "np.ndarray | None" = None, s
 
 def build(vectors: "np.ndarray", spec: IndexSpec, seed: int = 0) -> Any:
     """A FAISS index over ``vectors`` (rows become ids 0..N-1)."""
-    data = _prepare(vectors, spec.metric)
+    data = prepare_vectors(vectors, spec.metric)
     sample = None
     if spec.kind in ("ivf", "ivfpq"):
         chosen = training_rows(len(data), spec.nlist, seed)
@@ -190,7 +185,7 @@ def search(index: Any, queries: "np.ndarray", k: int, metric: str) -> tuple["np.
     Scores are cosine similarities (higher is nearer) or squared L2 distances (lower is nearer).
     """
     k = max(1, min(k, index.ntotal))
-    return index.search(_prepare(queries, metric), k)
+    return index.search(prepare_vectors(queries, metric), k)
 
 
 # -- files ----------------------------------------------------------------------------------------------
