@@ -14,9 +14,12 @@ import random
 import resource
 import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -44,25 +47,121 @@ def run_cli(*args: str) -> None:
     main(list(args))
 
 
-def extract_child(data: Path, cache: Path, marker: Path | None = None, warm: tuple | None = None) -> None:
+# Progress, as the child reports it: one byte per event, appended to a marker file.
+#   L  the dataset listing begins            M  the model load begins        (the CLI's start-up)
+#   F  a forward pass begins                 P  a put inside a write transaction (fingerprint record, request
+#   C  a write transaction's body is done:      memo, a batch's block, keys and error records)
+#      LMDB commits it now                   B  a batch's put_batch begins   E  it returned: the batch is committed
+# A kill moment is the n-th event of a kind: the child halts there (writes K, then waits for its SIGKILL), so the
+# kill lands at that point of the work whatever the machine's speed. A *race* moment does not halt: the parent
+# kills as soon as it reads the n-th C, which lands inside LMDB's commit or just after it.
+EVENTS = "LMFPCBE"
+
+
+@dataclass(frozen=True)
+class Moment:
+    cli: bool  # the CLI from its start (listing, loading); else a warm child (the parent's backbone and listing)
+    event: str  # one of EVENTS
+    n: int  # the n-th such event of the child
+    race: bool = False  # kill on sight instead of halting there
+
+    def most_commits(self) -> int:
+        """The most batches the child can have committed when the kill lands (a batch's transaction holds
+        at least 16 puts: a block and its keys, or one error record per bad item)."""
+        if self.race:
+            return self.n + 1  # the n-th commit may finish, and the next one if the parent is slow to look
+        return {"L": 0, "M": 0, "F": self.n - 1, "P": (self.n - 1) // 16, "C": self.n, "B": self.n - 1,
+                "E": self.n}[self.event]
+
+    def __str__(self) -> str:
+        where = {"L": "listing", "M": "model load", "F": "forward", "P": "put", "C": "commit", "B": "batch",
+                 "E": "committed batch"}[self.event]
+        return f"{'CLI' if self.cli else 'warm'} {'race to' if self.race else 'halt at'} {where} #{self.n}"
+
+
+def kill_plan(rng: random.Random) -> list[Moment]:
+    """KILLS seeded moments: a third through the CLI (start-up included), the rest warm (more kills a minute)."""
+    plan = []
+    for i in range(KILLS):
+        cli = i % 3 == 0
+        event = rng.choice("LMFPPEC" if cli else "FPPPECC")
+        n = {"L": 1, "M": 1, "F": rng.randint(1, 3), "P": rng.randint(1, 40), "E": rng.randint(1, 2),
+             "C": rng.randint(3, 4)}[event]  # commits 1 and 2 record the fingerprint and the request memo
+        plan.append(Moment(cli, event, n, race=event == "C"))
+    return plan
+
+
+def report_progress(marker: Path, halt_at: tuple[str, int] | None) -> None:
+    """Make this (forked) child append one byte per event to ``marker``; at ``halt_at`` (event, n) it
+    writes K and waits there for its SIGKILL."""
+    import hubtune.api
+    import hubtune.extract
+    from hubtune.data import Dataset
+
+    fd = os.open(marker, os.O_WRONLY | os.O_APPEND)
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def event(kind: str) -> None:
+        with lock:
+            counts[kind] = counts.get(kind, 0) + 1
+            os.write(fd, kind.encode())
+            halt = halt_at == (kind, counts[kind])
+            if halt:
+                os.write(fd, b"K")
+        if halt:
+            threading.Event().wait()  # this thread stops here until the SIGKILL
+
+    def announced(kind: str, function: Callable) -> Callable:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            event(kind)
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    class MarkedTransaction:
+        def __init__(self, txn: Any):
+            self._txn = txn
+
+        def put(self, *args: Any, **kwargs: Any) -> Any:
+            done = self._txn.put(*args, **kwargs)
+            event("P")
+            return done
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._txn, name)
+
+    write, put_batch = EmbeddingStore._write, EmbeddingStore.put_batch  # every write transaction, every batch
+
+    @contextmanager
+    def marked_write(self: EmbeddingStore) -> Iterator[Any]:
+        with write(self) as txn:
+            yield MarkedTransaction(txn)
+            event("C")
+
+    def marked_put_batch(self: EmbeddingStore, *args: Any, **kwargs: Any) -> int:
+        event("B")
+        written = put_batch(self, *args, **kwargs)
+        event("E")
+        return written
+
+    Dataset.items = announced("L", Dataset.items)  # this child only
+    hubtune.api.load_backbone = announced("M", hubtune.api.load_backbone)
+    hubtune.extract._embed = announced("F", hubtune.extract._embed)
+    EmbeddingStore._write, EmbeddingStore.put_batch = marked_write, marked_put_batch
+
+
+def extract_child(data: Path, cache: Path, marker: Path | None = None, warm: tuple | None = None,
+                  halt_at: tuple[str, int] | None = None) -> None:
     """``hubtune extract`` into ``cache``.
 
-    With ``marker``, every ``put_batch`` (one write transaction) writes B before and E after it, so
-    the parent knows whether its SIGKILL landed inside a commit. With ``warm = (backbone, items)``
-    (loaded and listed by the parent before forking) the child calls :func:`hubtune.extract.extract`
-    straight away, skipping the CLI's seconds of listing and model loading: more kills per minute.
+    With ``marker``, the child reports its progress there (:func:`report_progress`) and halts at
+    ``halt_at``. With ``warm = (backbone, items)`` (loaded and listed by the parent before forking)
+    the child calls :func:`hubtune.extract.extract` straight away, skipping the CLI's listing and
+    model loading: more kills a minute.
     """
     if marker is not None:
-        fd = os.open(marker, os.O_WRONLY | os.O_APPEND)
-        original = EmbeddingStore.put_batch
-
-        def put_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            os.write(fd, b"B")
-            written = original(self, *args, **kwargs)
-            os.write(fd, b"E")
-            return written
-
-        EmbeddingStore.put_batch = put_batch  # this child only
+        report_progress(marker, halt_at)
     if warm is None:
         run_cli("extract", REF, str(data), "--cache", str(cache), *EXTRACT_ARGS)
         return
@@ -76,22 +175,21 @@ def extract_child(data: Path, cache: Path, marker: Path | None = None, warm: tup
                 backbone=backbone)
 
 
-def kill_when(pid: int, marker: Path, due: Callable[[float, bytes], bool]) -> tuple[int, float | None]:
-    """Poll a child every 0.2 ms and SIGKILL it once ``due(seconds since start, marker bytes)``.
-
-    Returns its exit code (-9 when killed) and the seconds it took to its first commit, if it got there.
-    """
-    started, first_commit = time.monotonic(), None
+def kill_at(pid: int, marker: Path, race: tuple[str, int] | None) -> tuple[int | None, bytes]:
+    """SIGKILL the child once it halts at its moment (K in the marker) or, for a race, once the marker shows
+    the n-th event; return its exit status (-9 when killed here) and the marker after the kill. A child
+    that never gets there within 120 s is killed too, and reported as None (a watchdog against hangs)."""
+    deadline = time.monotonic() + 120
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status), first_commit
-        elapsed, marks = time.monotonic() - started, marker.read_bytes()
-        if first_commit is None and marks:
-            first_commit = elapsed
-        if due(elapsed, marks) or elapsed > 120:
+            return os.waitstatus_to_exitcode(status), marker.read_bytes()
+        marks = marker.read_bytes()
+        due = b"K" in marks if race is None else marks.count(race[0].encode()) >= race[1]
+        if due or time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
-            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), first_commit
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            return (code if due else None), marker.read_bytes()
         time.sleep(0.0002)
 
 
@@ -146,36 +244,33 @@ def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(fork, data
 
     data, good, bad = dataset
     cache, marker, log = tmp_path / "cache", tmp_path / "marker", tmp_path / "log.txt"
-    rng = random.Random(SEED)
+    plan = kill_plan(random.Random(SEED))
+    batches = -(-(len(good) + len(bad)) // 16)
+    halted_in_transaction = sum(not m.race and m.event == "P" for m in plan)
+    assert sum(m.most_commits() for m in plan) < batches, "the plan could finish the job before its last kill"
+    assert halted_in_transaction >= 5 and any(m.race for m in plan) and any(m.cli for m in plan)
     warm = (load_backbone(REF, device="cpu", precision="fp32"), open_dataset(data).items())
-    kills = inside_commit = verified = 0
-    progress = []
-    startup = 1.5  # seconds from fork to the CLI's first commit; re-measured as the runs go
-    for attempt in range(3 * KILLS):
-        if kills >= KILLS:
-            break
+    kills, verified, progress, landed = 0, 0, [], {"in a write transaction": 0, "in a commit": 0}
+    for moment in plan:
         marker.write_bytes(b"")
-        if attempt % 2 == 0:  # the CLI, killed at a seeded moment: start-up, listing, loading, compute or commit
-            pid = fork.start(lambda: extract_child(data, cache, marker), stderr_to=log)
-            moment = rng.uniform(0.0, 1.25) * startup  # in units of its start-up: ~1 in 5 after the first commit
-            code, first_commit = kill_when(pid, marker, lambda elapsed, marks: elapsed >= moment)
-            startup = first_commit or startup
-        else:  # a warm child, killed right after its k-th write transaction began
-            pid = fork.start(lambda: extract_child(data, cache, marker, warm), stderr_to=log)
-            nth = rng.randint(1, 4)
-            code, _ = kill_when(pid, marker, lambda elapsed, marks: marks.count(b"B") >= nth)
-        if code is not None and code >= 0:
-            assert code == 0, log.read_text()[-3000:]
-            break  # the job completed between kills: nothing left to interrupt
+        halt_at = None if moment.race else (moment.event, moment.n)
+        pid = fork.start(lambda: extract_child(data, cache, marker, None if moment.cli else warm, halt_at),
+                         stderr_to=log)
+        code, marks = kill_at(pid, marker, (moment.event, moment.n) if moment.race else None)
+        assert code == -signal.SIGKILL, (f"{moment}: the child {'never got there' if code is None else f'exited {code}'}"
+                                         f" (events {marks.decode()[-80:]!r})\n{log.read_text()[-3000:]}")
         kills += 1
-        inside_commit += marker.read_bytes().endswith(b"B")
+        in_transaction = marks.rfind(b"P") > max(marks.rfind(b"C"), marks.rfind(b"E"))  # puts, not committed
+        in_commit = marks.rstrip(b"K").endswith(b"C") and marks.rfind(b"B") > marks.rfind(b"E")  # a batch's
+        landed["in a write transaction"] += in_transaction
+        landed["in a commit"] += in_commit
         if (cache / "data.mdb").exists():
             report = cache_verify(cache)  # every block's CRC, every key's location
-            assert report["ok"], report["problems"]
+            assert report["ok"], (str(moment), report["problems"])
             verified += 1
             progress.append(report["vectors"])
-    assert kills >= KILLS, f"only {kills} kills before the job finished; slow the kill moments down"
-    assert inside_commit >= 5, f"only {inside_commit} kills landed inside a write transaction"
+    assert kills == KILLS and landed["in a write transaction"] >= halted_in_transaction
+    assert progress == sorted(progress), f"committed vectors were lost by a kill: {progress}"
 
     assert fork.wait(fork.start(lambda: extract_child(data, cache), stderr_to=log), 300) == 0, log.read_text()[-3000:]
     assert cache_verify(cache)["ok"]
@@ -189,10 +284,14 @@ def test_kill_9_at_50_moments_then_resume_equals_an_uninterrupted_run(fork, data
     theirs = np.stack([ref_vectors[k] for k in sorted(good)])
     ulps = float16_ulps(ours, theirs)
     assert ulps <= 1.0, f"resumed vectors differ from the uninterrupted run by {ulps} float16 ulps"
-    figure("kill -9", f"{kills} SIGKILLs ({inside_commit} inside a write transaction) over {len(good) + len(bad)} "
-           f"items ({len(bad)} malformed); cache verify clean after all {verified} kills that left a store "
-           f"(vectors stored at the kills: {min(progress)}..{max(progress)}); final: {len(vectors)} vectors, "
-           f"{len(errors)} error records, max difference to an uninterrupted run {ulps:.2f} float16 ulp")
+    kinds = {str(m).split(" #")[0] for m in plan}
+    figure("kill -9", f"{kills} SIGKILLs at moments chosen by progress ({len(kinds)} kinds: listing, model load, "
+           f"forward, put, committed batch, commit race; {sum(m.cli for m in plan)} through the CLI), "
+           f"{landed['in a write transaction']} inside a write transaction and {landed['in a commit']} in a batch's "
+           f"commit, over {len(good) + len(bad)} items ({len(bad)} malformed); cache verify clean after all "
+           f"{verified} kills that left a store (vectors stored at the kills: {min(progress)}..{max(progress)}, never "
+           f"fewer than before); final: {len(vectors)} vectors, {len(errors)} error records, max difference to an "
+           f"uninterrupted run {ulps:.2f} float16 ulp")
 
 
 @pytest.mark.slow
@@ -243,41 +342,62 @@ def test_index_save_killed_at_24_moments_always_leaves_a_loadable_index(fork, tm
     built = {rows: ix.build(vectors, spec) for rows, vectors in versions.items()}
     marker = tmp_path / "marker"
 
-    def saver() -> None:  # saves alternate versions forever; marks save start (s), each rename (r), end (e)
+    def saver(halt_at: tuple[str, int] | None) -> None:
+        """Save alternate versions forever, marking each save's start (s), each rename (r) and its end (e);
+        at ``halt_at`` (mark, n) write K and wait there for the SIGKILL."""
         fd = os.open(marker, os.O_WRONLY | os.O_APPEND)
+        counts: dict[str, int] = {}
         replace = os.replace
+
+        def mark(kind: str) -> None:
+            counts[kind] = counts.get(kind, 0) + 1
+            os.write(fd, kind.encode())
+            if halt_at == (kind, counts[kind]):
+                os.write(fd, b"K")
+                threading.Event().wait()
 
         def marked_replace(*args, **kwargs):  # type: ignore[no-untyped-def]
             replace(*args, **kwargs)
-            os.write(fd, b"r")
+            mark("r")
 
         os.replace = marked_replace
         for turn in range(10**6):
-            os.write(fd, b"s")
+            mark("s")
             ix.save(built[(20_000, 20_500)[turn % 2]], path, spec, identity)
-            os.write(fd, b"e")
+            mark("e")
+
+    # Moments by progress, in the k-th save of a child (k = 1..4, both versions): halted as it starts, between
+    # its two renames (the sidecar in place, the index not yet), after its second rename, after it returned; or
+    # killed on sight of its start (a race: lands while the temporary files are written).
+    choose = random.Random(SEED)
+    plan = []
+    for _ in range(24):
+        k, kind = choose.randint(1, 4), choose.choice(["start", "between renames", "between renames", "renamed",
+                                                        "returned", "race", "race"])
+        plan.append((kind, {"start": ("s", k), "between renames": ("r", 2 * k - 1), "renamed": ("r", 2 * k),
+                            "returned": ("e", k), "race": ("s", k)}[kind]))
+    halted_inside = sum(kind in ("start", "between renames", "renamed") for kind, _ in plan)
+    halted_between = sum(kind == "between renames" for kind, _ in plan)
+    assert halted_inside >= 12 and halted_between >= 1
 
     between_renames = inside_save = 0
     seen = set()
-    random_moments = random.Random(SEED)
-    for _ in range(24):
+    for kind, (mark, n) in plan:
         marker.write_bytes(b"")
-        pid = fork.start(saver)
-        while not marker.read_bytes():
-            time.sleep(0.001)
-        assert fork.wait(pid, random_moments.uniform(0.0, 0.25)) is None  # killed, not finished
-        state = marker.read_bytes()
-        last_save = state[state.rfind(b"s"):]
+        pid = fork.start(lambda: saver(None if kind == "race" else (mark, n)))
+        code, state = kill_at(pid, marker, (mark, n) if kind == "race" else None)
+        assert code == -signal.SIGKILL, f"{kind} #{n}: the saver {'never got there' if code is None else 'exited'}"
+        last_save = state[state.rfind(b"s"):].rstrip(b"K")
         inside_save += not last_save.endswith(b"e")
         between_renames += last_save == b"sr"  # one file renamed in place, the other not yet
         loaded = ix.load(path, identity)
         assert loaded is not None, f"no loadable index after a kill at marker state {last_save!r}"
         assert loaded[0].ntotal in versions
         seen.add(loaded[0].ntotal)
-    assert between_renames >= 1 and inside_save >= 12
+    assert between_renames >= halted_between and inside_save >= halted_inside
     leftovers = len(list(path.parent.glob(".*")))
-    figure("atomic index save", f"24 SIGKILLs ({inside_save} inside a save, {between_renames} between its two "
-           f"renames): 24/24 loads found an index whose sidecar sha256 matches (versions seen: {sorted(seen)}); "
+    figure("atomic index save", f"24 SIGKILLs at moments chosen by progress ({inside_save} inside a save, "
+           f"{between_renames} between its two renames): 24/24 loads found an index whose sidecar sha256 matches (versions seen: {sorted(seen)}); "
            f"{leftovers} temporary files left beside it")
 
 
