@@ -23,7 +23,9 @@ def words(run_hubtune, tmp_path_factory) -> tuple[Path, Path]:
     rows = [{"text": w, "label": label} for ws, label in ((POSITIVE, "pos"), (NEGATIVE, "neg")) for w in ws]
     table.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cache = folder / "cache"
-    run_hubtune("extract", MODEL, str(table), "--cache", str(cache), "--no-progress")
+    # fp32 pinned: the tests below compare predict's scores with an fp32 embedding made in this process,
+    # whatever `--precision auto` resolves to on this CPU (bf16 where it has AVX512-BF16 or AMX)
+    run_hubtune("extract", MODEL, str(table), "--cache", str(cache), "--precision", "fp32", "--no-progress")
     return table, cache
 
 
@@ -57,6 +59,7 @@ def test_train_eval_predict(run_hubtune, words, kind: str, tmp_path: Path) -> No
     from hubtune.heads.trained import TrainedHead
 
     head = TrainedHead.load(out)
+    assert head.model["options"]["precision"] == "fp32"  # what the vectors were made with, not what auto means here
     direct = head.probabilities(api.load_backbone(MODEL, precision="fp32").embed(["marvellous", "horrid"])
                                 .astype(np.float16).astype(np.float32))  # vectors go through the float16 store
     np.testing.assert_allclose([row["score"] for row in predicted], direct.max(1), atol=1e-5)
@@ -83,3 +86,49 @@ def test_damaged_index_is_rebuilt(run_hubtune, words) -> None:
     again = json.loads(run_hubtune("index", "build", *common).stdout)
     assert again["built"] is True and again["rows"] == 24
     assert json.loads(run_hubtune("index", "build", *common).stdout)["built"] is False
+
+
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+def test_the_head_loop_runs_the_precision_auto_resolves_to(run_hubtune, tiny_bert_repo: str, forced: str,
+                                                            tmp_path: Path) -> None:
+    """extract -> train -> eval -> predict with ``--precision`` left at auto and HUBTUNE_AUTO_PRECISION
+    deciding what auto means: the vectors and the head record that precision, eval and predict rebuild
+    exactly that backbone (one fingerprint in the store at the end, even when predict runs where auto
+    means the other precision), and predict's scores are the head applied to the exported vectors."""
+    from hubtune.data import content_key
+    from hubtune.heads.trained import TrainedHead
+    from hubtune.store import EmbeddingStore
+    from hubtune.store.vectors import export_dataset
+
+    ref, other = f"hf:{tiny_bert_repo}", {"fp32": "bf16", "bf16": "fp32"}[forced]
+    env = {"HUBTUNE_AUTO_PRECISION": forced}
+    table, cache, out = tmp_path / "words.jsonl", str(tmp_path / "cache"), tmp_path / "head"
+    words = [(w, "pos") for w in POSITIVE] + [(w, "neg") for w in NEGATIVE]
+    table.write_text("".join(json.dumps({"text": w, "label": label}) + "\n" for w, label in words))
+
+    run_hubtune("extract", ref, str(table), "--cache", cache, "--no-progress", env=env)
+    run_hubtune("train", "--cache", cache, "--model", ref, "--dataset", "words", "--head", "linear", "--out", str(out),
+                env=env)
+    head = TrainedHead.load(out)
+    assert head.model["options"]["precision"] == forced
+    evaluated = json.loads(run_hubtune("eval", str(out), str(table), "--cache", cache, "--json", env=env).stdout)
+    assert evaluated["n"] == len(words)
+    inputs = [POSITIVE[0], NEGATIVE[0], POSITIVE[5], "marvellous"]  # three the store holds, one it does not
+    predicted = json.loads(run_hubtune("predict", str(out), *inputs, "--cache", cache, "--json",
+                                       env={"HUBTUNE_AUTO_PRECISION": other}).stdout)
+
+    exported = tmp_path / "export"
+    with EmbeddingStore(cache, readonly=True) as store:
+        fingerprints = store.fingerprints()
+        assert list(fingerprints) == [head.model["fingerprint"]], "eval or predict made vectors with another backbone"
+        assert fingerprints[head.model["fingerprint"]]["fields"]["precision"] == forced
+        export_dataset(store, head.model["fingerprint"], "words", exported)  # what `hubtune export` writes
+        new_vector = store.get(head.model["fingerprint"], [content_key(b"marvellous")])  # cached by predict
+    row_of = {json.loads(line)["key"]: i for i, line in enumerate((exported / "items.jsonl").read_text().splitlines())}
+    vectors = np.load(exported / "embeddings.npy")
+    assert len(vectors) == len(row_of) == len(words)
+    known = np.stack([vectors[row_of[content_key(text.encode()).hex()]] for text in inputs[:3]])
+    expected = head.probabilities(np.concatenate([known, new_vector.astype(np.float32)]), head.model["fingerprint"])
+    assert [row["input"] for row in predicted] == inputs
+    assert [row["label"] for row in predicted] == [head.classes[int(p.argmax())] for p in expected]
+    np.testing.assert_allclose([row["score"] for row in predicted], expected.max(1), atol=1e-6)
