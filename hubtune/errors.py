@@ -93,3 +93,20 @@ class QueryError(HubtuneError, ValueError):
     """A search query that names no item, file or text hubtune can embed."""
 
     exit_code = 2
+
+
+# -- scale-out: shards and engines ----------------------------------------------------------------
+class ShardError(HubtuneError):
+    """A shards folder is missing pieces, is damaged, or belongs to another plan."""
+
+
+class LaunchError(HubtuneError, RuntimeError):
+    """``--engine torchrun`` outside a torchrun (or Slurm) launch."""
+
+    exit_code = 2
+
+
+class RayMissingError(HubtuneError, ImportError):
+    """``--engine ray`` without Ray installed."""
+
+    exit_code = 2

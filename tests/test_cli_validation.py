@@ -183,7 +183,7 @@ def test_sharded_extract_over_max_failures_reports_then_fails(tmp_path: Path, mo
     """The engine path prints the merged summary itself, then raises (no summary object to carry)."""
     from click.testing import CliRunner
 
-    import hubtune.engines.driver as driver
+    import hubtune.scale.driver as driver
     from hubtune.cli import cli
 
     table = tmp_path / "texts.jsonl"

@@ -20,7 +20,7 @@ from hubtune.backbone import LoadOptions  # noqa: E402
 from hubtune.cli import cli  # noqa: E402
 from hubtune.data import open_dataset  # noqa: E402
 from hubtune.index.sharded import _gather, load_sharded  # noqa: E402
-from hubtune.shards import ShardRunner, read_plan, write_plan  # noqa: E402
+from hubtune.scale.shards import ShardRunner, read_plan, write_plan  # noqa: E402
 
 OPTIONS = LoadOptions(weights="random:3", device="cpu", precision="fp32")
 

@@ -23,8 +23,8 @@ from click.testing import CliRunner  # noqa: E402
 from hubtune.backbone import LoadOptions  # noqa: E402
 from hubtune.cli import cli  # noqa: E402
 from hubtune.data import open_dataset  # noqa: E402
-from hubtune.engines.driver import extract_sharded  # noqa: E402
-from hubtune.shards import ShardRunner, read_plan, write_plan  # noqa: E402
+from hubtune.scale.driver import extract_sharded  # noqa: E402
+from hubtune.scale.shards import ShardRunner, read_plan, write_plan  # noqa: E402
 from hubtune.store import EmbeddingStore  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -150,8 +150,8 @@ def test_decoding_runs_on_cpu_only_nodes_and_matches_a_plain_run(assert_same_sto
     """``--decoders``: decode actors on a CPU-only node feed embedding actors on a (simulated) GPU node."""
     from ray.cluster_utils import Cluster
 
-    from hubtune.engines import ray_engine
-    from hubtune.shard_merge import merge
+    from hubtune.scale import ray_engine
+    from hubtune.scale.merge import merge
 
     data, ref, plain = reviews
     ray.shutdown()

@@ -13,8 +13,8 @@ pytest.importorskip("pyarrow")
 from hubtune.backbone import LoadOptions  # noqa: E402
 from hubtune.data import open_dataset  # noqa: E402
 from hubtune.extract import extract  # noqa: E402
-from hubtune.shard_merge import merge  # noqa: E402
-from hubtune.shards import ShardError, ShardRunner, read_items, read_plan, write_plan  # noqa: E402
+from hubtune.scale.merge import merge  # noqa: E402
+from hubtune.scale.shards import ShardError, ShardRunner, read_items, read_plan, write_plan  # noqa: E402
 from hubtune.store import EmbeddingStore  # noqa: E402
 
 OPTIONS = LoadOptions(weights="random:3", device="cpu", precision="fp32")
@@ -67,7 +67,7 @@ def test_two_runs_of_a_shard_write_identical_bytes(planned: tuple[Path, Path, st
 
 def test_a_shard_decoded_elsewhere_writes_the_bytes_of_one_decoded_in_place(planned: tuple[Path, Path, str]) -> None:
     """``--decoders``: what a CPU decode actor packs and the embedding actor unpacks changes no byte."""
-    from hubtune.engines.decode_stage import pack, unpack
+    from hubtune.scale.decode_stage import pack, unpack
     from hubtune.extract import prepare_items
     _, folder, _ = planned
     shard = read_plan(folder).shards[-1]  # holds the repeated text and the empty one

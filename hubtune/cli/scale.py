@@ -62,7 +62,7 @@ def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Pa
                       compile_model: bool, options: Any, progress: bool, as_json: bool) -> None:
     """``hubtune extract --engine ray|torchrun``: plan, run the shards, merge; print the summary."""
     from hubtune.data import open_dataset
-    from hubtune.engines.driver import extract_sharded
+    from hubtune.scale.driver import extract_sharded
     from hubtune.extract import TooManyFailures
 
     if shard is not None or compile_model:
@@ -101,7 +101,7 @@ def merge(shards_dir: Path, cache_dir: Path | None, as_json: bool) -> None:
     Checks every shard's files against its marker first; the dataset's manifest is recorded last,
     so `export`, `index build` and `train` then work as after a local `extract`. Safe to repeat.
     """
-    from hubtune.shard_merge import merge as merge_shards
+    from hubtune.scale.merge import merge as merge_shards
     from hubtune.store import EmbeddingStore
 
     with EmbeddingStore(resolve_cache(cache_dir)) as store:

@@ -25,8 +25,8 @@ from typing import Any
 from hubtune.errors import IndexOptionError
 from hubtune.index.faiss_index import (IndexSpec, choose_spec, empty_index, prepare_vectors, save, to_cpu,
                                        training_rows)
-from hubtune.shard_merge import check_complete
-from hubtune.shards import read_plan
+from hubtune.scale.merge import check_complete
+from hubtune.scale.shards import read_plan
 
 MERGED = "merged.index"
 

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubtune.errors import ShardError
 from hubtune.fingerprint import hash_file
-from hubtune.shards import Plan, Shard, ShardError, pending, read_marker, read_plan
+from hubtune.scale.shards import Plan, Shard, pending, read_marker, read_plan
 
 if TYPE_CHECKING:
     import numpy as np

@@ -17,7 +17,7 @@ shard running at once write identical bytes (the marker holds no time, host or p
 
 A worker embeds its shard with the ordinary extractor into a private LMDB store in local temporary
 space (never the shared folder: LMDB wants a local file system), then reads the vectors back in
-item order. Merging shards into the real store is :mod:`hubtune.shard_merge`.
+item order. Merging shards into the real store is :mod:`hubtune.scale.merge`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from hubtune.atomic import atomic_write
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item
-from hubtune.errors import HubtuneError
+from hubtune.errors import ShardError
 from hubtune.fingerprint import canonical_json, hash_file
 
 if TYPE_CHECKING:
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 
 PLAN_FORMAT = 1
 DEFAULT_SHARD_ITEMS = 10_000
-
-
-class ShardError(HubtuneError):
-    """A shards folder is missing pieces, is damaged, or belongs to another plan."""
 
 
 @dataclass(frozen=True)
