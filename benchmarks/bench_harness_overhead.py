@@ -27,7 +27,7 @@ def main() -> None:
 
     import hubtune
     from hubtune.backbone import LoadOptions
-    from hubtune.bench import run_grid, synthetic_items
+    from hubtune.bench.grid import run_grid, synthetic_items
 
     options = LoadOptions(weights="random", device="cpu", precision="fp32")
     backbone = hubtune.load_backbone(args.model, options)

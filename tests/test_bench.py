@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hubtune.backbone import LoadOptions
-from hubtune.bench import COLUMNS, run_grid
+from hubtune.bench.grid import COLUMNS, run_grid
 
 
 def test_grid_rows_for_image_and_text_models(tiny_bert_repo: str) -> None:
@@ -35,7 +35,7 @@ def test_cli_json_and_csv_columns(run_hubtune, tmp_path: Path) -> None:
 
 
 def test_e2e_stage_shares_cover_the_profiled_pass(run_hubtune, make_image_folder, tmp_path: Path) -> None:
-    from hubtune.bench_e2e import STAGES
+    from hubtune.bench.e2e import STAGES
 
     data = make_image_folder(tmp_path / "images", per_class=8)
     (data / "cat" / "broken.png").write_bytes(b"not an image")
@@ -54,7 +54,7 @@ def test_e2e_stage_shares_cover_the_profiled_pass(run_hubtune, make_image_folder
 
 def test_text_e2e_and_the_bound(tiny_bert_repo: str, tmp_path: Path) -> None:
     from hubtune.api import load_backbone
-    from hubtune.bench_e2e import _bound, run_e2e
+    from hubtune.bench.e2e import _bound, run_e2e
 
     table = tmp_path / "texts.jsonl"
     table.write_text("".join(json.dumps({"text": f"sentence number {i} " * (i % 7 + 1)}) + "\n" for i in range(40)))

@@ -79,7 +79,7 @@ def bench(ref: str, batch_sizes: str, precisions: str, channels_last: bool, comp
             raise click.UsageError("--e2e needs --data DATA: the stage breakdown is of a real extract")
         _bench_e2e(ref, data, max(sizes), wanted[0], workers, limit, compiled, options, as_json)
         return
-    from hubtune.bench import plot, run_grid, write_csv
+    from hubtune.bench.grid import plot, run_grid, write_csv
 
     _output_folder(csv_path, "--csv")
     _output_folder(plot_path, "--plot")
@@ -98,7 +98,7 @@ def _bench_e2e(ref: str, data: Path, batch_size: int, precision: str, workers: s
     from dataclasses import replace
 
     from hubtune.api import load_backbone
-    from hubtune.bench_e2e import STAGES, run_e2e
+    from hubtune.bench.e2e import STAGES, run_e2e
 
     backbone = load_backbone(ref, replace(options, precision=precision))
     if compiled:
