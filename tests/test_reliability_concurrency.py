@@ -19,6 +19,7 @@ from hubtune.store import EmbeddingStore, StoreError
 FP = "c0" * 16
 DIM = 64
 BATCH = 64
+LOADER_ITEMS = 128  # checked reads per DataLoader (a count, not a duration: no test depends on the machine's speed)
 
 
 def key(i: int) -> bytes:
@@ -70,7 +71,7 @@ def reader(path: Path, counter: Path, stop: Path, out: Path, seed: int) -> None:
     totals = {"read": 0, "missing": 0, "torn": 0, "errors": 0}
     rng = random.Random(seed)
     with EmbeddingStore(path, readonly=True) as store:
-        while not stop.exists():
+        while not stop.exists() or totals["read"] == 0:  # until told, and not before it has read something
             try:
                 read, missing, torn = check(store, counter, rng)
                 totals["read"] += read
@@ -106,21 +107,22 @@ def as_list(rows: list) -> list:
     return rows
 
 
-def _loader_reads(path: Path, counter: Path, context: str, seconds: float) -> dict:
+def _loader_reads(path: Path, counter: Path, context: str, items: int) -> dict:
+    """``items`` checked reads (each of up to 64 keys) through a DataLoader's two workers."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(CheckedReads(path, counter), batch_size=8, num_workers=2, multiprocessing_context=context,
                         collate_fn=as_list, persistent_workers=False)
     totals = {"read": 0, "missing": 0, "torn": 0, "errors": 0}
-    deadline = None
+    done = 0
     for rows in loader:
-        deadline = deadline or time.monotonic() + seconds  # from the first batch: spawn start-up excluded
         for read, missing, torn, errors in rows:
             totals["read"] += read
             totals["missing"] += missing
             totals["torn"] += torn
             totals["errors"] += errors
-        if time.monotonic() > deadline:
+        done += len(rows)
+        if done >= items:
             break
     return totals
 
@@ -135,7 +137,7 @@ def test_one_writer_four_readers_and_dataloader_workers(fork, tmp_path: Path, fi
     outs = [tmp_path / f"reader{n}.json" for n in range(4)]
     pids += [fork.start(lambda: reader(path, counter, stop, out, n)) for n, out in enumerate(outs)]
     try:
-        loaders = {context: _loader_reads(path, counter, context, 2.0) for context in ("fork", "spawn")}
+        loaders = {context: _loader_reads(path, counter, context, LOADER_ITEMS) for context in ("fork", "spawn")}
     finally:
         stop.touch()
     assert [fork.wait(pid, 60) for pid in pids] == [0] * len(pids)
