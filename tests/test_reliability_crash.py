@@ -95,7 +95,7 @@ def report_progress(marker: Path, halt_at: tuple[str, int] | None) -> None:
     """Make this (forked) child append one byte per event to ``marker``; at ``halt_at`` (event, n) it
     writes K and waits there for its SIGKILL."""
     import hubtune.api
-    import hubtune.extract
+    import hubtune.extract.streams
     from hubtune.data import Dataset
 
     fd = os.open(marker, os.O_WRONLY | os.O_APPEND)
@@ -147,7 +147,7 @@ def report_progress(marker: Path, halt_at: tuple[str, int] | None) -> None:
 
     Dataset.items = announced("L", Dataset.items)  # this child only
     hubtune.api.load_backbone = announced("M", hubtune.api.load_backbone)
-    hubtune.extract._embed = announced("F", hubtune.extract._embed)
+    hubtune.extract.streams._embed = announced("F", hubtune.extract.streams._embed)
     EmbeddingStore._write, EmbeddingStore.put_batch = marked_write, marked_put_batch
 
 
@@ -301,11 +301,11 @@ def test_complete_rerun_computes_nothing_and_changes_no_byte(fork, dataset, refe
 
     def rerun() -> dict:
         import hubtune.api
-        import hubtune.extract
+        import hubtune.extract.streams
         from hubtune.cli import cli
 
         counts = {"forward": 0, "loads": 0}
-        embed, load = hubtune.extract._embed, hubtune.api.load_backbone
+        embed, load = hubtune.extract.streams._embed, hubtune.api.load_backbone
 
         def counted_embed(*args, **kwargs):  # type: ignore[no-untyped-def]
             counts["forward"] += 1
@@ -315,7 +315,7 @@ def test_complete_rerun_computes_nothing_and_changes_no_byte(fork, dataset, refe
             counts["loads"] += 1
             return load(*args, **kwargs)
 
-        hubtune.extract._embed, hubtune.api.load_backbone = counted_embed, counted_load
+        hubtune.extract.streams._embed, hubtune.api.load_backbone = counted_embed, counted_load
         started = time.perf_counter()
         summary = cli.main(["extract", REF, str(dataset[0]), "--cache", str(reference), *EXTRACT_ARGS, "--json"],
                            standalone_mode=False)
