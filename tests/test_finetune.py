@@ -195,7 +195,8 @@ def test_cli_finetune_predict_eval_export(run_hubtune, image_data: Path, tmp_pat
     run_cli = functools.partial(run_hubtune, env={"OMP_NUM_THREADS": "1"})
     result = json.loads(run_cli("finetune", "timm:test_resnet", str(image_data), "--unfreeze", "2", "--out", str(out),
                                 "--weights", "random", "--epochs", "2", "--batch-size", "4", "--activations", "recompute",
-                                "--head", "mlp", "--hidden", "16,8", "--no-progress", *common).stdout)
+                                "--head", "mlp", "--hidden", "16,8", "--precision", "fp32", "--no-progress",
+                                *common).stdout)
     assert result["unfrozen"] == 2 and result["activations"] == "recompute" and result["val_accuracy"] is not None
     image = sorted(image_data.rglob("*.png"))[0]
     predicted = json.loads(run_cli("predict", str(out), str(image), *common).stdout)
@@ -262,7 +263,8 @@ def test_text_finetune_predict_and_export(tiny_bert_repo: str, tmp_path: Path) -
     data = tmp_path / "texts.jsonl"
     rows = [{"text": f"{word} {i}", "label": label} for i in range(6) for word, label in (("good", "pos"), ("bad", "neg"))]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    summary = finetune(ref, data, tmp_path / "head", tmp_path / "cache", options=hubtune.LoadOptions(weights="random"),
+    summary = finetune(ref, data, tmp_path / "head", tmp_path / "cache",
+                       options=hubtune.LoadOptions(weights="random", precision="fp32"),
                        config=FinetuneConfig(unfreeze=1, train=TrainConfig(epochs=2, batch_size=4)), progress=False)
     assert summary["trained_blocks"] == ["encoder.layer.1"]
     predicted = predict(load_head(tmp_path / "head"), ["good 99", "bad 99"], tmp_path / "cache")
@@ -273,7 +275,7 @@ def test_text_finetune_predict_and_export(tiny_bert_repo: str, tmp_path: Path) -
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model, meta = module.load(str(tmp_path / "export" / "model.safetensors"))
-    backbone = hubtune.load_backbone(ref, weights="random")
+    backbone = hubtune.load_backbone(ref, weights="random", precision="fp32")
     batch = backbone.preprocessor.collate([backbone.preprocessor(text) for text in ("good 99", "bad 99")])
     with torch.no_grad():
         scores = torch.softmax(model(batch["input_ids"], batch["attention_mask"]), 1).max(1).values

@@ -14,7 +14,7 @@ def test_index_build_reuse_and_search_text(run_hubtune, tmp_path: Path) -> None:
     texts = ["a small cat sleeps", "a kitten naps on the sofa", "the stock market fell", "shares dropped sharply"]
     table.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts, ["pet", "pet", "money", "money"])))
     cache = str(tmp_path / "cache")
-    run_hubtune("extract", MODEL, str(table), "--cache", cache, "--no-progress")
+    run_hubtune("extract", MODEL, str(table), "--cache", cache, "--precision", "fp32", "--no-progress")  # scores
     common = ["--cache", cache, "--model", MODEL, "--dataset", "animals"]
     built = json.loads(run_hubtune("index", "build", *common, "--json").stdout)
     assert set(built) >= {"kind", "rows", "path"} and built["kind"] == "flat" and built["rows"] == 4 and built["built"]
