@@ -75,11 +75,11 @@ def main() -> None:
     import torch._inductor.config as inductor
 
     import hubtune
-    from hubtune.extract import _batches
+    from hubtune.extract.batches import prepared_batches
 
     eager = hubtune.load_backbone(MODEL, precision="fp32", device="cpu")
     samples = eager.preprocessor.prepare_many(sentences(args.sentences))
-    batches = [batch for _, batch, _ in _batches(eager.preprocessor, samples, 0, 64)]
+    batches = [batch for _, batch, _ in prepared_batches(eager.preprocessor, samples, 0, 64)]
 
     def run(forward: Callable[[dict], Any]) -> Any:
         with torch.inference_mode():

@@ -7,6 +7,11 @@ returns when the error reaches it: 2 for a bad argument (like click's usage erro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubtune.extract.run import ExtractSummary
+
 
 class HubtuneError(Exception):
     """Base class of every error hubtune raises on purpose."""
@@ -110,3 +115,20 @@ class RayMissingError(HubtuneError, ImportError):
     """``--engine ray`` without Ray installed."""
 
     exit_code = 2
+
+
+# -- datasets and extraction ----------------------------------------------------------------------
+class DatasetError(HubtuneError, ValueError):
+    """The data given to a command is not a dataset hubtune can read."""
+
+    exit_code = 2
+
+
+class TooManyFailures(HubtuneError):
+    """More items failed than ``--max-failures`` allows (everything readable was still stored);
+    ``summary`` is the run's :class:`ExtractSummary`, for the report a caller still owes (None where
+    the caller has reported it already, as the sharded engines' CLI does)."""
+
+    def __init__(self, message: str, summary: "ExtractSummary | None" = None):
+        super().__init__(message)
+        self.summary = summary

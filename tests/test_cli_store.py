@@ -125,7 +125,7 @@ class _OOMOnceBackbone:
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_order() -> None:
-    from hubtune.extract import _embed
+    from hubtune.extract.streams import _embed
 
     backbone = _OOMOnceBackbone()
     limit = [8]

@@ -1,5 +1,13 @@
-"""The batch extractor: embed a dataset (or one shard of it) into the store, once (:mod:`.run`)."""
+"""The batch extractor: embed a dataset (or one shard of it) into the store, once.
 
-from hubtune.extract.run import ExtractSummary, TooManyFailures, cpu_streams, extract, prepare_items
+``run`` is the flow (:func:`extract`: list, find the fingerprint, skip what is stored, embed the
+rest, record the manifest last); ``batches`` reads and preprocesses items into batches;
+``streams`` runs the model (chunked, in parallel streams) and commits batches from a writer thread.
+"""
+
+from hubtune.errors import TooManyFailures
+from hubtune.extract.batches import prepare_items
+from hubtune.extract.run import ExtractSummary, extract
+from hubtune.extract.streams import cpu_streams
 
 __all__ = ["ExtractSummary", "TooManyFailures", "cpu_streams", "extract", "prepare_items"]

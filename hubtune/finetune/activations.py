@@ -144,10 +144,10 @@ class RecomputedBatches:
         """``(rows, hidden, mask)`` for the items at ``order``, in batches (unreadable items dropped)."""
         import torch
 
-        from hubtune.extract import _windowed_batches
+        from hubtune.extract.batches import windowed_batches
 
         chosen = [self.items[i] for i in order]
-        for positions, batch, _ in _windowed_batches(self.encoder.preprocessor, chosen, batch_size, batch_size):
+        for positions, batch, _ in windowed_batches(self.encoder.preprocessor, chosen, batch_size, batch_size):
             if batch is None:
                 continue
             with torch.no_grad(), self.encoder.autocast():  # no_grad, not inference_mode: the top trains on these
