@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from hubtune.finetune.blocks import BlockSplit
+    from hubtune.blocks import BlockSplit
     from hubtune.pooling import LayerPools
     from hubtune.refs import ModelRef
 
@@ -106,6 +106,12 @@ class LoadOptions:
 def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> None:
     """Load a safetensors state dict into ``model``, strictly, with a readable error."""
     state = weights.load_state_dict()
+    expected = model.state_dict()
+    wrong = [f"{name} {tuple(tensor.shape)} (the model's: {tuple(expected[name].shape)})"
+             for name, tensor in state.items() if name in expected and expected[name].shape != tensor.shape]
+    if wrong:
+        raise BackboneOptionError(f"--weights {weights.path}: does not fit {what}: {len(wrong)} tensors have another "
+                                  f"shape, e.g. {'; '.join(wrong[:3])}; is it a checkpoint of another architecture?")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise BackboneOptionError(

@@ -32,12 +32,13 @@ from hubtune.errors import (
     PluginError,
     UnsafeModelError,
 )
-from hubtune.finetune.blocks import BlockSplit, flatten_stages, sequential_run
+from hubtune.blocks import BlockSplit, flatten_stages, sequential_run
 from hubtune.hookspecs import hookimpl
 from hubtune.pooling import (
     FEATURE_MAP,
     NATIVE,
     POOLED,
+    TEXT_TOKENS,
     TOKENS,
     LayerPools,
     pool_any,
@@ -53,6 +54,7 @@ __all__ = [
     "NATIVE",
     "POOLED",
     "RANDOM_INSTEAD",
+    "TEXT_TOKENS",
     "TOKENS",
     "Backbone",
     "BackboneOptionError",

@@ -43,6 +43,10 @@ class LayerPools:
         if self.default not in self.names:
             raise ValueError(f"default pooling {self.default!r} is not among {self.names}")
 
+    def without(self, *names: str) -> "LayerPools":
+        """The same pools less ``names`` (a text's token count varies, so ``none`` has no fixed width)."""
+        return replace(self, names=tuple(name for name in self.names if name not in names))
+
     def with_default(self, default: str) -> "LayerPools":
         """The same pools with another default (``cls`` for a ViT's tokens, a repository's own mode)."""
         return replace(self, default=self.aliases.get(default, default))
@@ -62,6 +66,8 @@ class LayerPools:
 
 #: a token sequence ``(B, L, D)``
 TOKENS = LayerPools(TOKEN_POOLS, "mean", {"avg": "mean"})
+#: a text's token sequence: its length varies with the text, so flattening it (``none``) does not apply
+TEXT_TOKENS = TOKENS.without("none")
 #: a feature map ``(B, C, H, W)``
 FEATURE_MAP = LayerPools(MAP_POOLS, "avg", {"mean": "avg"})
 #: an output the model has already pooled to ``(B, D)``

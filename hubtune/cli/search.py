@@ -92,17 +92,22 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
     """
     from hubtune.api import load_backbone
     from hubtune.errors import BackboneOptionError
+    from hubtune.errors import FingerprintLookupError
     from hubtune.index.neighbours import query_vectors, search_dataset
-
     from hubtune.store.lookup import resolved_options
 
     store, fingerprint, found = _dataset_index(cache_dir, ref, dataset_name, options, kind, metric, max_memory,
                                                nprobe, ef_search, rebuild)
     stored_dtype = store.fingerprints()[fingerprint]["dtype"]
-    exact = resolved_options(store, fingerprint, options)  # unset options: the values the vectors were made with
+    try:  # unset options: the values the vectors were made with
+        exact: Any = resolved_options(store, fingerprint, options)
+    except FingerprintLookupError as error:  # raised only when a query needs the model (row:N and key:HEX do not)
+        exact = error
     store.close()
 
     def backbone() -> Any:
+        if isinstance(exact, Exception):
+            raise exact
         loaded = load_backbone(ref, exact)
         if loaded.fingerprint(stored_dtype) != fingerprint:
             raise BackboneOptionError(

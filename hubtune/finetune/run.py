@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hubtune.backbone import LoadOptions
-from hubtune.errors import BackboneOptionError
+from hubtune.errors import BackboneOptionError, HeadError
 from hubtune.finetune.train import TrainConfig
-from hubtune.heads.features import HeadError
 
 if TYPE_CHECKING:
     from hubtune.backbone import Backbone
@@ -109,7 +108,10 @@ def finetune(ref: str, data: str | Path, out: str | Path, cache: Path, *, option
     backbone = backbone or load_backbone(ref, options)
     split = backbone.blocks()
     if backbone.layer != split.layer:
-        raise BackboneOptionError(f"fine-tuning trains the model's embedding layer {split.layer!r}; drop --layer {backbone.layer}")
+        raise BackboneOptionError(
+            f"fine-tuning trains the model's embedding layer {split.layer!r}, not {backbone.layer!r}: drop --layer "
+            f"{backbone.layer}" + (f" and --pool {options.pool} (the pools of {split.layer!r} are listed by "
+                                   f"`hubtune info {ref}`)" if options.pool else ""))
     items = dataset.items()
     classes, _, train_rows, _ = _labels([item.label for item in items], [item.split for item in items])
     unfrozen, why = choose_unfreeze(config.unfreeze, len(train_rows), len(classes), len(split.blocks))

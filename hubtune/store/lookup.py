@@ -90,5 +90,5 @@ def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptio
     weights = tag if tag.startswith("random:") else options.weights
     if tag.startswith("file-sha256:") and options.parsed_weights.kind != "file":
         raise FingerprintLookupError(f"the vectors of fingerprint {fingerprint} were made with a weights file "
-                                     f"({tag}); pass it with --weights PATH so the head can rebuild that backbone")
+                                     f"({tag}); pass it with --weights PATH so that backbone can be rebuilt")
     return replace(options, layer=fields["layer"], pool=fields["pool"], precision=fields["precision"], weights=weights)

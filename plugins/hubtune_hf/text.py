@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hubtune.plugin import (
-    TOKENS, Backbone, BackboneOptionError, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor, pool_tokens,
+    TEXT_TOKENS, Backbone, BackboneOptionError, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor, pool_tokens,
 )
 from hubtune_hf.common import (
     encoder_blocks, encoder_run, export_recipe, hidden_state_index, hidden_state_layers, load_model,
@@ -146,7 +146,7 @@ class HFTextBackbone(Backbone):
         self.hidden_index: int | None = None
 
     def pools(self, layer: str) -> LayerPools:
-        return TOKENS.with_default(self.default_pool)
+        return TEXT_TOKENS.with_default(self.default_pool)
 
     def configure(self, layer: str, pool: str) -> None:
         self.hidden_index = hidden_state_index(layer)
