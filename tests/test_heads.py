@@ -128,3 +128,16 @@ def test_head_classes_are_those_it_is_fitted_on(kind: str) -> None:
     assert head.classes == ["0", "1"]
     with pytest.raises(HeadError, match="at least two classes in its train and val splits"):
         train_head(_dataset(x[30:], y[30:], ["train"] * 10 + ["test"] * 5), kind, {"ref": "timm:x"})
+
+
+def test_c_search_ties_go_to_the_lower_validation_loss() -> None:
+    """Separable data: every C is 100 % accurate; the chosen one must not be the near-uniform strongest one."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 1, (40, 8)), rng.normal(3, 1, (40, 8))])
+    y = np.repeat([0, 1], 40)
+    order = rng.permutation(80)
+    x, y = x[order], y[order]
+    best, tried = linear.select_c(x[:60], y[:60], x[60:], y[60:], 2)
+    assert tried[best] == 1.0 and sum(accuracy == 1.0 for accuracy in tried.values()) > 1  # a tie to break
+    confidence = linear.fit(x[:60], y[:60], 2, best).probabilities(x[60:]).max(1).mean()
+    assert best > min(c for c, accuracy in tried.items() if accuracy == 1.0) and confidence > 0.9
