@@ -7,10 +7,7 @@ returns when the error reaches it: 2 for a bad argument (like click's usage erro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hubtune.extract.run import ExtractSummary
+from typing import Any
 
 
 class HubtuneError(Exception):
@@ -129,6 +126,19 @@ class TooManyFailures(HubtuneError):
     ``summary`` is the run's :class:`ExtractSummary`, for the report a caller still owes (None where
     the caller has reported it already, as the sharded engines' CLI does)."""
 
-    def __init__(self, message: str, summary: "ExtractSummary | None" = None):
+    def __init__(self, message: str, summary: Any = None):
         super().__init__(message)
         self.summary = summary
+
+
+# -- heads and fine-tuning ------------------------------------------------------------------------
+class HeadError(HubtuneError, ValueError):
+    """A head option, label set or saved head hubtune cannot use."""
+
+    exit_code = 2
+
+
+class ActivationCacheError(HubtuneError, ValueError):
+    """The split-point activations would not fit the cache budget."""
+
+    exit_code = 2

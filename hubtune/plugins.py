@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Callable
 
 import pluggy
 
@@ -35,6 +36,7 @@ class _State:
     manager: pluggy.PluginManager | None = None
     failures: list[PluginFailure] = []
     infos: dict[str, PluginInfo] = {}
+    listeners: list[Callable[[], None]] = []  # kept across reset(): see on_change
 
 
 def _new_manager() -> pluggy.PluginManager:
@@ -115,7 +117,13 @@ def reset() -> None:
     _invalidate_sources()
 
 
-def _invalidate_sources() -> None:
-    from hubtune import registry
+def on_change(callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever the registered plugins change (:func:`register_plugin`,
+    :func:`unregister_plugin`, :func:`reset`): a cache built from them (the registry's sources)
+    clears itself this way, so this module needs no import of it."""
+    _State.listeners.append(callback)
 
-    registry.clear_cache()
+
+def _invalidate_sources() -> None:
+    for callback in list(_State.listeners):
+        callback()

@@ -21,7 +21,7 @@ MAX_REF_LENGTH = 256
 MAX_PART_LENGTH = 96  # the Hugging Face Hub's limit for an owner or repository name
 MAX_REVISION_LENGTH = 128
 
-_SOURCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a source's name: the prefix of its references
 _PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
 _REVISION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9_])?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -110,7 +110,7 @@ def parse_ref(text: str) -> ModelRef:
     elif colon:
         if not head:
             raise ModelRefError(f"model reference {text!r} has an empty source before ':'")
-        if not _SOURCE.fullmatch(head):
+        if not SOURCE_NAME.fullmatch(head):
             raise ModelRefError(
                 f"model reference {text!r}: source {head!r} must be lower-case letters, digits "
                 "and '_', e.g. hf, timm, torchvision"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubtune.errors import AmbiguousModelError, ModelNotFoundError, PluginError, UnknownSourceError
-from hubtune.plugins import get_plugin_manager, plugin_info, record_failure
-from hubtune.refs import _SOURCE, HF_HUB_PREFIX, HUB_SOURCE, ModelRef, parse_ref
+from hubtune.plugins import get_plugin_manager, on_change, plugin_info, record_failure
+from hubtune.refs import HF_HUB_PREFIX, HUB_SOURCE, SOURCE_NAME, ModelRef, parse_ref
 from hubtune.sources import Source
 
 
@@ -32,6 +32,9 @@ def clear_cache() -> None:
     _cache = None
 
 
+on_change(clear_cache)  # registering, unregistering or resetting plugins forgets the sources
+
+
 def get_sources() -> dict[str, SourceEntry]:
     """Every registered source by name; duplicate names are an error naming both plugins."""
     global _cache
@@ -43,7 +46,7 @@ def get_sources() -> dict[str, SourceEntry]:
         plugin_name = impl.plugin_name
 
         def register(source: Source, _plugin: str = plugin_name) -> None:
-            if not isinstance(source, Source) or not _SOURCE.fullmatch(source.name or ""):
+            if not isinstance(source, Source) or not SOURCE_NAME.fullmatch(source.name or ""):
                 raise PluginError(
                     f"plugin {_plugin!r} registered {source!r}; expected a hubtune.Source instance whose "
                     "name is lower-case letters, digits and '_' (it is the prefix of model references)"

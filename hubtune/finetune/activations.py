@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from hubtune.backbone import Backbone
-from hubtune.errors import HubtuneError
+from hubtune.errors import ActivationCacheError
 
 if TYPE_CHECKING:
     import torch
@@ -30,12 +30,6 @@ if TYPE_CHECKING:
     from hubtune.store.vectors import DatasetVectors
 
 ACTIVATION_MODES = ("cache", "auto", "recompute")
-
-
-class ActivationCacheError(HubtuneError, ValueError):
-    """The split-point activations would not fit the cache budget."""
-
-    exit_code = 2
 
 
 class SplitEncoder(Backbone):

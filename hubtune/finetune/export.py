@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubtune.atomic import atomic_write
-from hubtune.heads.features import HeadError
+from hubtune.errors import HeadError
 
 if TYPE_CHECKING:
     from hubtune.backbone import Backbone

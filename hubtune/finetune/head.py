@@ -79,7 +79,7 @@ def parse_hidden(text: str) -> list[int]:
     """``"512,256"`` -> ``[512, 256]`` (the MLP's hidden widths)."""
     sizes: Sequence[str] = [part.strip() for part in text.split(",") if part.strip()]
     if not sizes or not all(part.isdigit() and int(part) > 0 for part in sizes):
-        from hubtune.heads.features import HeadError
+        from hubtune.errors import HeadError
 
         raise HeadError(f"--hidden {text!r}: expected positive widths separated by commas, e.g. 512 or 512,256")
     return [int(part) for part in sizes]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hubtune.heads.features import HeadError
+from hubtune.errors import HeadError
 from hubtune.heads.trained import write_head_files
 
 if TYPE_CHECKING:

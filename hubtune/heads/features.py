@@ -5,18 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hubtune.errors import HubtuneError
+from hubtune.errors import HeadError
 
 if TYPE_CHECKING:
     import numpy as np
 
 NORMALISATIONS = ("none", "l2", "standardise")
-
-
-class HeadError(HubtuneError, ValueError):
-    """A head option, label set or saved head hubtune cannot use."""
-
-    exit_code = 2
 
 
 @dataclass

@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 from hubtune.atomic import atomic_write
+from hubtune.errors import HeadError
 from hubtune.heads import knn, linear, mlp
-from hubtune.heads.features import HeadError, Normaliser
+from hubtune.heads.features import Normaliser
 
 HEAD_KINDS = ("linear", "mlp", "knn")
 FORMAT = 1

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from hubtune.errors import HeadError
 from hubtune.heads import knn, linear, mlp
-from hubtune.heads.features import HeadError, Normaliser, class_weights, metrics
+from hubtune.heads.features import Normaliser, class_weights, metrics
 from hubtune.heads.trained import HEAD_KINDS, TrainedHead
 from hubtune.store.vectors import DatasetVectors
 

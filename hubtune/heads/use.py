@@ -10,8 +10,8 @@ import numpy as np
 
 from hubtune.backbone import Backbone, LoadOptions
 from hubtune.data import content_key
-from hubtune.errors import InputError
-from hubtune.heads.features import HeadError, metrics
+from hubtune.errors import HeadError, InputError
+from hubtune.heads.features import metrics
 from hubtune.heads.protocol import Head
 from hubtune.heads.trained import TrainedHead
 from hubtune.store import EmbeddingStore
