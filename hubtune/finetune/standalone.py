@@ -50,6 +50,10 @@ class ProgramBackbone(nn.Module):
         super().__init__()
         self.program, self.inputs = program, inputs
 
+    def train(self, mode: bool = True) -> "ProgramBackbone":
+        self.training = mode  # an exported program has no train mode: its graph is the eval-mode forward
+        return self
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.program(dict(zip(self.inputs, inputs)))
 
