@@ -188,8 +188,10 @@ def test_sharded_extract_over_max_failures_reports_then_fails(tmp_path: Path, mo
 
     table = tmp_path / "texts.jsonl"
     table.write_text('{"text": "a"}\n')
-    summary = {"dataset": "texts", "total": 4, "computed": 1, "cached": 0, "failed": 3, "items_per_s": 1.0,
-               "seconds": 1.0, "fingerprint": "ab" * 16}
+    from hubtune.extract import ExtractSummary
+
+    summary = ExtractSummary(dataset="texts", total=4, computed=1, cached=0, failed=3, items_per_s=1.0, seconds=1.0,
+                             fingerprint="ab" * 16, engine="torchrun", shards=1, shards_run=1, merged=True)
     monkeypatch.setattr(driver, "extract_sharded", lambda *args, **kwargs: summary)
     result = CliRunner().invoke(cli, ["extract", "hf:sentence-transformers/all-MiniLM-L6-v2", str(table), "--cache",
                                       str(tmp_path / "c"), "--engine", "torchrun", "--max-failures", "0.5", "--json"])

@@ -100,7 +100,7 @@ def test_killing_an_actor_mid_run_still_completes(make_image_folder, local_ray, 
 
     def drive() -> None:
         outcome.update(extract_sharded("ray", "timm:test_resnet", data, cache=tmp_path / "cache", shards_dir=shards,
-                                       options=OPTIONS, shards=8, workers=2, batch_size=4, progress=False))
+                                       options=OPTIONS, shards=8, workers=2, batch_size=4, progress=False).as_dict())
 
     driver = threading.Thread(target=drive)
     driver.start()

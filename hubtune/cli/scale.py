@@ -57,15 +57,18 @@ def engine_options(func: Callable) -> Callable:
     return wrapper
 
 
-def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Path | None, *, dataset_name: str | None,
-                      batch_size: int, workers: str, stored_dtype: str, shard: str | None, max_failures: float | None,
-                      compile_model: bool, options: Any, progress: bool, as_json: bool) -> None:
-    """``hubtune extract --engine ray|torchrun``: plan, run the shards, merge; print the summary."""
-    from hubtune.data import open_dataset
-    from hubtune.scale.driver import extract_sharded
-    from hubtune.extract import TooManyFailures
+def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Path | None, run: Any, *, workers: str,
+                      shard: str | None, as_json: bool) -> None:
+    """``hubtune extract --engine ray|torchrun``: plan, run the shards, merge; print the summary.
 
-    if shard is not None or compile_model:
+    ``run`` is the same :class:`~hubtune.extract.ExtractOptions` a local extract gets."""
+    from dataclasses import replace
+
+    from hubtune.data import open_dataset
+    from hubtune.extract import TooManyFailures
+    from hubtune.scale.driver import extract_sharded
+
+    if shard is not None or run.compile:
         raise click.UsageError("--shard and --compile are for --engine local; with --engine ray|torchrun "
                                "the engine splits the dataset itself (--shards N)")
     engine = scale["engine"]
@@ -77,17 +80,16 @@ def extract_on_engine(scale: dict[str, Any], ref: str, data: Path, cache_dir: Pa
         pool = resolve_workers(workers, open_dataset(data).modality)
     cache = None if cache_dir is None and scale["shards_dir"] is not None else resolve_cache(cache_dir)
     result = extract_sharded(
-        engine, ref, data, cache=cache, shards_dir=scale["shards_dir"], dataset_name=dataset_name, options=options,
-        stored_dtype=stored_dtype, shards=scale["shards"], batch_size=batch_size, workers=pool,
-        gpus_per_worker=scale["gpus_per_worker"], cpus_per_worker=scale["cpus_per_worker"], decoders=scale["decoders"],
-        address=scale["address"], progress=progress,
+        engine, ref, data, replace(run, workers=pool), cache=cache, shards_dir=scale["shards_dir"],
+        shards=scale["shards"], gpus_per_worker=scale["gpus_per_worker"], cpus_per_worker=scale["cpus_per_worker"],
+        decoders=scale["decoders"], address=scale["address"],
     )
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    emit(result, as_json, lambda row: print_table([row], SUMMARY_COLUMNS))
-    if max_failures is not None and result["total"] and result["failed"] / result["total"] > max_failures:
-        raise TooManyFailures(f"{result['failed']} of {result['total']} items failed, over --max-failures "
-                              f"{max_failures:.1%}; see them with `hubtune cache errors`")
+    emit(result.as_dict(), as_json, lambda row: print_table([row], SUMMARY_COLUMNS))
+    if run.max_failures is not None and result.total and result.failed / result.total > run.max_failures:
+        raise TooManyFailures(f"{result.failed} of {result.total} items failed, over --max-failures "
+                              f"{run.max_failures:.1%}; see them with `hubtune cache errors`")
 
 
 @click.command()

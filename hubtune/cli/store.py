@@ -54,10 +54,15 @@ def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | No
     train/val/test), or a .jsonl/.csv/.tsv file with a `text` or `path` column and optional `label`
     and `split`. Unreadable items are recorded with their reason and do not stop the run.
     """
+    from dataclasses import replace
+
+    from hubtune.extract.options import ExtractOptions
+
+    run = ExtractOptions(options=options, dataset_name=dataset_name, batch_size=batch_size, stored_dtype=stored_dtype,
+                         max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress,
+                         streams=streams)
     if scale["engine"] != "local":
-        return extract_on_engine(scale, ref, data, cache_dir, dataset_name=dataset_name, batch_size=batch_size,
-                                 workers=workers, stored_dtype=stored_dtype, shard=shard, max_failures=max_failures,
-                                 compile_model=compile_model, options=options, progress=progress, as_json=as_json)
+        return extract_on_engine(scale, ref, data, cache_dir, run, workers=workers, shard=shard, as_json=as_json)
     from hubtune.data import open_dataset
     from hubtune.extract import TooManyFailures
     from hubtune.extract import extract as run_extract
@@ -66,11 +71,8 @@ def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | No
     dataset = open_dataset(data)
     try:
         with EmbeddingStore(resolve_cache(cache_dir)) as store:
-            summary = run_extract(
-                ref, dataset, store, dataset_name=dataset_name, options=options, batch_size=batch_size,
-                workers=resolve_workers(workers, dataset.modality), stored_dtype=stored_dtype, shard=_shard(shard),
-                max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress, streams=streams,
-            )
+            summary = run_extract(ref, dataset, store, replace(run, workers=resolve_workers(workers, dataset.modality)),
+                                  shard=_shard(shard))
     except TooManyFailures as exc:  # the summary is still the run's report (and --json's one document)
         _report(exc.summary, cache_dir, as_json)
         raise

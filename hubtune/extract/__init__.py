@@ -7,7 +7,8 @@ rest, record the manifest last); ``batches`` reads and preprocesses items into b
 
 from hubtune.errors import TooManyFailures
 from hubtune.extract.batches import prepare_items
-from hubtune.extract.run import ExtractSummary, extract
+from hubtune.extract.options import ExtractOptions, ExtractSummary
+from hubtune.extract.run import extract
 from hubtune.extract.streams import cpu_streams
 
-__all__ = ["ExtractSummary", "TooManyFailures", "cpu_streams", "extract", "prepare_items"]
+__all__ = ["ExtractOptions", "ExtractSummary", "TooManyFailures", "cpu_streams", "extract", "prepare_items"]

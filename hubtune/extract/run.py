@@ -21,13 +21,14 @@ what a distributed engine drives.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item, open_dataset
 from hubtune.errors import DatasetError, TooManyFailures
+from hubtune.extract.options import ExtractOptions, ExtractSummary
 from hubtune.extract.batches import loader_batches, prepared_batches, windowed_batches
 from hubtune.extract.streams import StoreWriter, cpu_streams, embedded_batches
 from hubtune.store import EmbeddingStore
@@ -35,24 +36,6 @@ from hubtune.store.requests import request_record
 
 if TYPE_CHECKING:
     from hubtune.backbone import Backbone
-
-
-@dataclass
-class ExtractSummary:
-    """What ``hubtune extract`` reports. ``items_per_s`` is the embedding rate (model loading
-    excluded); ``seconds`` is the whole call."""
-
-    dataset: str
-    fingerprint: str | None
-    total: int
-    computed: int
-    cached: int
-    failed: int
-    seconds: float
-    items_per_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _check_modality(dataset: Dataset, backbone: "Backbone") -> None:
@@ -102,36 +85,30 @@ def extract(
     ref: str,
     data: str | Path | Dataset,
     store: EmbeddingStore,
+    run: ExtractOptions | None = None,
     *,
-    dataset_name: str | None = None,
-    options: LoadOptions | None = None,
-    batch_size: int = 64,
-    workers: int = 0,
-    stored_dtype: str = "float16",
     shard: tuple[int, int] | None = None,
-    max_failures: float | None = None,
-    refresh: bool = False,
-    compile: bool = False,
-    progress: bool = True,
     backbone: "Backbone | None" = None,
     prepared: "Mapping[bytes, Any] | None" = None,
-    streams: int | None = None,
+    **settings: Any,
 ) -> ExtractSummary:
     """Embed ``data`` with ``ref`` into ``store``; see the module docstring for the flow.
 
-    ``prepared`` maps item keys to samples already read and preprocessed elsewhere (a sample, or
-    the item's :class:`InputError`), as the Ray engine's CPU decode actors hand them over; the
-    extractor then only batches them and runs the model. ``streams``: forwards run at once
-    (None: :func:`cpu_streams`).
+    ``run`` holds the run's settings (:class:`ExtractOptions`); keyword ``settings`` override its
+    fields (``options=``, ``batch_size=``, ...). ``shard`` restricts the run to a range of items;
+    ``backbone`` replaces loading ``ref``; ``prepared`` maps item keys to samples already read and
+    preprocessed elsewhere (a sample, or the item's :class:`InputError`), as the Ray engine's CPU
+    decode actors hand them over; the extractor then only batches them and runs the model.
     """
+    run = replace(run or ExtractOptions(), **settings)
+    options, stored_dtype = run.options or LoadOptions(), run.stored_dtype
     started = time.perf_counter()
-    options = options or LoadOptions()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
-    name = dataset.name(dataset_name)
+    name = dataset.name(run.dataset_name)
     all_items = dataset.items()
     items = all_items[shard[0] : shard[1]] if shard is not None else all_items
     request = request_record(ref, options, stored_dtype)
-    fingerprint = None if refresh or backbone is not None else store.recall_request(request)
+    fingerprint = None if run.refresh or backbone is not None else store.recall_request(request)
     unique: dict[bytes, Item] = {}
     for item in items:
         unique.setdefault(item.key, item)
@@ -145,7 +122,7 @@ def extract(
 
             backbone = load_backbone(ref, options)
         _check_modality(dataset, backbone)
-        if compile:
+        if run.compile:
             backbone.compile()
         remembered, fingerprint = fingerprint, backbone.fingerprint(stored_dtype)
         store.register(fingerprint, backbone.fingerprint_fields(stored_dtype), backbone.dim, stored_dtype)
@@ -154,8 +131,8 @@ def extract(
             todo = _pending(store, fingerprint, todo)
         if todo:
             compute_started = time.perf_counter()
-            computed = _run(backbone, todo, store, fingerprint, batch_size, workers, stored_dtype, progress, prepared,
-                            streams if streams is not None else cpu_streams(backbone))
+            computed = _run(backbone, todo, store, fingerprint, run.batch_size, run.workers or 0, stored_dtype,
+                            run.progress, prepared, run.streams if run.streams is not None else cpu_streams(backbone))
             compute_seconds = time.perf_counter() - compute_started
     if shard is None:  # recorded last: a manifest never points at vectors that are not there yet
         store.put_manifest(name, _manifest(all_items))
@@ -167,10 +144,10 @@ def extract(
         cached=len(items) - computed - failed, failed=failed, seconds=round(seconds, 3),
         items_per_s=round(computed / compute_seconds, 1) if compute_seconds > 0 else 0.0,
     )
-    if max_failures is not None and items and failed / len(items) > max_failures:
+    if run.max_failures is not None and items and failed / len(items) > run.max_failures:
         raise TooManyFailures(
             f"{failed} of {len(items)} items failed ({failed / len(items):.1%}), over --max-failures "
-            f"{max_failures:.1%}; see them with `hubtune cache errors`", summary
+            f"{run.max_failures:.1%}; see them with `hubtune cache errors`", summary
         )
     return summary
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hubtune.backbone import LoadOptions
 from hubtune.data import open_dataset
+from hubtune.extract.options import ExtractOptions, ExtractSummary
 from hubtune.scale.shards import Plan, Shard, pending, read_marker, read_plan, write_plan
 
 ENGINES = ("local", "ray", "torchrun")
@@ -27,21 +28,25 @@ def _merge(folder: Path, cache: Path) -> dict[str, Any]:
         return merge(folder, store).as_dict()
 
 
-def extract_sharded(engine: str, ref: str, data: str | Path, *, cache: Path | None, shards_dir: Path | None,
-                    dataset_name: str | None = None, options: LoadOptions | None = None,
-                    stored_dtype: str = "float16", shards: int | None = None, batch_size: int = 64,
-                    workers: int | None = None, gpus_per_worker: float = 0, cpus_per_worker: float = 1,
-                    decoders: int = 0, address: str | None = None, progress: bool = True) -> dict[str, Any] | None:
+def extract_sharded(engine: str, ref: str, data: str | Path, run: ExtractOptions | None = None, *,
+                    cache: Path | None, shards_dir: Path | None, shards: int | None = None,
+                    gpus_per_worker: float = 0, cpus_per_worker: float = 1, decoders: int = 0,
+                    address: str | None = None, **settings: Any) -> ExtractSummary | None:
     """Embed ``data`` over shards with ``engine``; the summary, or None on torchrun ranks other than 0.
 
-    ``workers`` is the Ray actor pool's size for ``ray`` and the DataLoader processes per rank
-    for ``torchrun``; ``decoders`` (ray only) moves reading and decoding to that many CPU-only actors.
-    ``cache`` None with ``shards_dir`` set: shard files only, no merge.
+    ``run`` (and keyword ``settings`` overriding its fields) are the settings a local
+    :func:`hubtune.extract.extract` takes; ``run.workers`` is the Ray actor pool's size for ``ray``
+    (None: as many as fit) and the DataLoader processes per rank for ``torchrun``. The rest is the
+    engine's: ``decoders`` (ray only) moves reading and decoding to that many CPU-only actors.
+    ``cache`` None with ``shards_dir`` set: shard files only, no merge. ``run.max_failures`` is the
+    caller's to check, on the returned summary.
     """
     started = time.perf_counter()
-    options = options or LoadOptions()
+    run = replace(run or ExtractOptions(workers=None), **settings)
+    options, stored_dtype, batch_size, workers, progress = (run.options, run.stored_dtype, run.batch_size, run.workers,
+                                                            run.progress)
     dataset = open_dataset(data)
-    name = dataset.name(dataset_name)
+    name = dataset.name(run.dataset_name)
     folder = shards_dir or cache / "shards-tmp" / name
 
     todo: list[Shard] = []
@@ -77,10 +82,10 @@ def extract_sharded(engine: str, ref: str, data: str | Path, *, cache: Path | No
     ran_items = sum(marker["items"] for marker in ran)
     if merged is not None and shards_dir is None:
         shutil.rmtree(folder)
-    return {
-        "dataset": name, "engine": engine, "total": plan.items, "computed": sum(m["vectors"] for m in ran),
-        "cached": plan.items - ran_items, "failed": sum(m["failed"] for m in markers if m),
-        "items_per_s": round(ran_items / seconds, 1) if ran_items else 0.0, "seconds": round(seconds, 3),
-        "shards": len(plan.bounds), "shards_run": len(ran), "fingerprint": markers[0]["fingerprint"] if markers[0] else None,
-        "merged": merged is not None, "shards_dir": str(folder) if shards_dir is not None else None,
-    }
+    return ExtractSummary(
+        dataset=name, engine=engine, total=plan.items, computed=sum(m["vectors"] for m in ran),
+        cached=plan.items - ran_items, failed=sum(m["failed"] for m in markers if m),
+        items_per_s=round(ran_items / seconds, 1) if ran_items else 0.0, seconds=round(seconds, 3),
+        shards=len(plan.bounds), shards_run=len(ran), fingerprint=markers[0]["fingerprint"] if markers[0] else None,
+        merged=merged is not None, shards_dir=str(folder) if shards_dir is not None else None,
+    )
