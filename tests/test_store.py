@@ -85,26 +85,6 @@ def test_verify_clean_then_detects_damage(store) -> None:
     assert not report.ok and "CRC32" in report.problems[0]
 
 
-def _forget_records(store) -> None:
-    """Make the store look written before it recorded which fingerprints extracted each dataset."""
-    with store.env.begin(write=True) as txn:
-        txn.drop(store._extracted, delete=False)
-
-
-def test_verify_judges_an_older_manifest_under_every_fingerprint_holding_its_items(store) -> None:
-    k = keys(4)
-    store.put_batch(FP, k[:2], np.ones((2, 4), np.float16))
-    store.put_manifest("ds", {"keys": [x.hex() for x in k]})
-    assert store.verify().ok  # FP held 2 of 4 items when the manifest was recorded: not extracted with FP
-    _forget_records(store)
-    report = store.verify()
-    assert not report.ok and "2 items have neither a vector nor an error" in report.problems[0]
-    assert "run this dataset's extract again" in report.problems[0]
-    store.put_batch(FP, k[2:], np.ones((2, 4), np.float16))
-    store.put_manifest("ds", {"keys": [x.hex() for x in k]})  # the rerun records it
-    assert store.verify().ok
-
-
 def test_verify_ignores_fingerprints_that_only_share_files_with_a_dataset(store) -> None:
     """The acceptance case: `img` under two fingerprints, `imgs` (a subset plus a missing file) under
     one; `imgs` is judged under the one it was extracted with only."""
@@ -115,8 +95,7 @@ def test_verify_ignores_fingerprints_that_only_share_files_with_a_dataset(store)
     store.put_batch(FP, [], np.ones((0, 4), np.float16), errors={missing[0]: {"reason": "no such file"}})
     store.put_manifest("imgs", {"keys": [x.hex() for x in img[:3] + missing]})
     assert store.verify().ok
-    assert store._extracted_with("img", img) == ([bytes.fromhex(FP), bytes.fromhex(FP2)], True)
-    assert store._extracted_with("imgs", img) == ([bytes.fromhex(FP)], True)
+    assert store.recorded_fingerprints("img") == [FP, FP2] and store.recorded_fingerprints("imgs") == [FP]
 
 
 def test_verify_reports_items_lost_under_a_fingerprint_the_dataset_was_extracted_with(store) -> None:
@@ -141,24 +120,9 @@ def test_a_rerun_records_the_same_bytes_and_a_new_fingerprint(store) -> None:
     assert dict(store.env.begin().cursor(db=store._extracted)) == before
     store.put_batch(FP2, k, np.ones((3, 4), np.float16))
     store.put_manifest("ds", manifest)
-    assert store._extracted_with("ds", k)[0] == [bytes.fromhex(FP), bytes.fromhex(FP2)]
+    assert store.recorded_fingerprints("ds") == [FP, FP2]
     store.prune(fingerprint=FP)
-    assert store._extracted_with("ds", k)[0] == [bytes.fromhex(FP2)] and store.verify().ok
-
-
-def test_an_older_store_opens_read_only_and_verifies(tmp_path) -> None:
-    import lmdb
-
-    k = keys(2)
-    with EmbeddingStore(tmp_path / "old") as store:
-        store.put_batch(FP, k, np.ones((2, 4), np.float16))
-        store.put_manifest("ds", {"keys": [x.hex() for x in k]})
-    env = lmdb.open(str(tmp_path / "old"), max_dbs=8)
-    with env.begin(write=True) as txn:
-        txn.drop(env.open_db(b"extracted", txn=txn), delete=True)
-    env.close()
-    with EmbeddingStore(tmp_path / "old", readonly=True) as store:
-        assert store._extracted is None and store.verify().ok and store.manifest("ds")["keys"]
+    assert store.recorded_fingerprints("ds") == [FP2] and store.verify().ok
 
 
 def test_prune_fingerprint_and_dataset(store) -> None:
@@ -342,3 +306,27 @@ def test_a_failed_export_leaves_the_previous_files_whole(store, tmp_path, monkey
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "embeddings.npy"), expected)
     figure("failed export", f"an error after the first of {-(-41 // 3)} pieces: embeddings.npy and items.jsonl "
                             "byte-identical to the previous export's, no temporary file left")
+
+
+def test_a_store_of_another_format_is_a_clear_error_and_a_new_one_is_stamped(tmp_path: Path) -> None:
+    import lmdb
+
+    from hubtune.errors import StoreError
+    from hubtune.fingerprint import STORE_FORMAT_VERSION
+    from hubtune.store import EmbeddingStore
+
+    with EmbeddingStore(tmp_path / "new"):
+        pass
+    with EmbeddingStore(tmp_path / "new", readonly=True):  # stamped: opens again, read-only too
+        pass
+    old = lmdb.open(str(tmp_path / "old"), max_dbs=8)  # as hubtune wrote stores before the format was recorded
+    old.open_db(b"fingerprints")
+    old.close()
+    with pytest.raises(StoreError, match=rf"has format 1 .*reads format {STORE_FORMAT_VERSION}.*Move it aside"):
+        EmbeddingStore(tmp_path / "old")
+    newer = lmdb.open(str(tmp_path / "newer"), max_dbs=8)
+    with newer.begin(write=True) as txn:
+        txn.put(b"format", b"99", db=newer.open_db(b"meta", txn=txn))
+    newer.close()
+    with pytest.raises(StoreError, match="has format 99"):
+        EmbeddingStore(tmp_path / "newer", readonly=True)

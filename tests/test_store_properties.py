@@ -121,7 +121,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert not set(self.errors[fp]) & set(self.vectors[fp])  # a key is a vector or an error, never both
         assert sorted(self.store.datasets()) == sorted(self.manifests)
         report = self.store.verify()
-        assert {name: {fp.hex() for fp in self.store._extracted_with(name, keys)[0]}
+        assert {name: set(self.store.recorded_fingerprints(name))
                 for name, keys in self.manifests.items()} == self.extracted
         incomplete = any(  # never, through the API: a manifest is judged under the fingerprints it was put with
             not self.holds(fp, k) for name, keys in self.manifests.items() for fp in self.extracted[name] for k in keys

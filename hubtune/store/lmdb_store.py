@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from hubtune.errors import StoreError
 from hubtune.store.blocks import (BLOCK_NUMBER, FP_BYTES, KEY_BYTES, LOCATION, PAST_KEYS, decode_block, encode_block,
                                   fingerprint_bytes)
+from hubtune.store.format import check_format
 from hubtune.store.maintenance import Maintenance
 from hubtune.store.requests import request_key
 
@@ -89,28 +90,25 @@ class EmbeddingStore(Maintenance):
         self._pid = os.getpid()
         release_inherited()
         self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=8, readonly=readonly, sync=True,
+            str(self.path), map_size=map_size, max_dbs=12, readonly=readonly, sync=True,
             writemap=False, metasync=True, lock=True, max_readers=max_readers,
         )
         self.env.reader_check()  # clear reader slots left by killed processes
         _HANDLES.add(self)
         create = not readonly
+        try:
+            check_format(self.env, self.path, create)
+        except StoreError:
+            self.env.close()
+            _HANDLES.discard(self)
+            raise
         self._fingerprints = self.env.open_db(b"fingerprints", create=create)
         self._blocks = self.env.open_db(b"blocks", create=create)
         self._keys = self.env.open_db(b"keys", create=create)
         self._errors = self.env.open_db(b"errors", create=create)
         self._manifests = self.env.open_db(b"manifests", create=create)
         self._requests = self.env.open_db(b"requests", create=create)
-        self._extracted = self._optional_db(b"extracted", create)
-
-    def _optional_db(self, name: bytes, create: bool) -> Any:
-        """A database added after stores were first written: None in an older store opened read-only."""
-        import lmdb
-
-        try:
-            return self.env.open_db(name, create=create)
-        except lmdb.NotFoundError:
-            return None
+        self._extracted = self.env.open_db(b"extracted", create=create)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _guard(self) -> None:

@@ -14,9 +14,6 @@ from hubtune.store.blocks import BLOCK_NUMBER, FP_BYTES, LOCATION, decode_block,
 from hubtune.store.manifests import Manifests, manifest_keys
 
 _LOST = ", which held all of them when the dataset was recorded (entries lost: run its extract again)"
-_UNRECORDED = (" (an interrupted extract, or a dataset recorded by an older hubtune that shares files with one "
-               "extracted with that fingerprint: run this dataset's extract again, which records what it was "
-               "extracted with)")
 
 
 @dataclass
@@ -49,13 +46,12 @@ class Maintenance(Manifests):
         for name, manifest in self.manifests():
             report.manifests += 1
             keys = manifest_keys(manifest)
-            fingerprints, recorded = self._extracted_with(name, keys)
-            for fp in fingerprints:
+            for fp in self._extracted_with(name):
                 absent = self._absent(fp, keys)
                 if absent:
                     report.problems.append(
                         f"dataset {name!r}: {absent} items have neither a vector nor an error under fingerprint "
-                        f"{fp.hex()}{_LOST if recorded else _UNRECORDED}"
+                        f"{fp.hex()}{_LOST}"
                     )
         return report
 

@@ -150,25 +150,15 @@ class Manifests:
         return txn.get(fp + key, db=self._keys) is not None or txn.get(fp + key, db=self._errors) is not None
 
     def recorded_fingerprints(self, name: str) -> list[str]:
-        """The fingerprints dataset ``name`` was recorded as extracted with ([] for a manifest an
-        older hubtune recorded, before the store kept them)."""
+        """The fingerprints dataset ``name`` was recorded as extracted with."""
         self._guard()
+        return [fp.hex() for fp in self._extracted_with(name)]
+
+    def _extracted_with(self, name: str) -> list[bytes]:
+        """The fingerprints dataset ``name`` was extracted with, as recorded with its manifest."""
         with self.env.begin() as txn:
-            return [fp.hex() for fp in split_fingerprints(self._recorded(txn, name) or b"")]
+            return split_fingerprints(self._recorded(txn, name) or b"")
 
     def _recorded(self, txn: Any, name: str) -> bytes | None:
-        """The ``extracted`` entry of dataset ``name`` (None: none, or an older store opened read-only)."""
-        return None if self._extracted is None else txn.get(name.encode(), db=self._extracted)
-
-    def _extracted_with(self, name: str, keys: Sequence[bytes]) -> tuple[list[bytes], bool]:
-        """The fingerprints dataset ``name`` was extracted with, and whether the store recorded them.
-
-        A manifest recorded before the store kept them: every fingerprint with a vector for any of
-        its first 1000 items, as then (which also takes in fingerprints that only share files).
-        """
-        with self.env.begin() as txn:
-            recorded = self._recorded(txn, name)
-            if recorded is not None:
-                return split_fingerprints(recorded), True
-            return [fp for fp in self._stored_fingerprints(txn)
-                    if any(txn.get(fp + key, db=self._keys) is not None for key in keys[:1000])], False
+        """The ``extracted`` entry of dataset ``name`` (None: no such dataset)."""
+        return txn.get(name.encode(), db=self._extracted)
