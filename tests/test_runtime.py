@@ -59,3 +59,15 @@ def test_a_backbone_loaded_with_auto_runs_the_forced_precision(monkeypatch: pyte
     backbone = hubtune.load_backbone("timm:test_resnet", weights="random:1", device="cpu", precision="auto")
     assert backbone.precision == forced
     assert backbone.fingerprint_fields()["precision"] == forced
+
+
+def test_the_request_memo_tells_forced_auto_precisions_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun with auto forced to another precision must not reuse the memo of the first run's vectors."""
+    from hubtune.backbone import LoadOptions
+    from hubtune.store.requests import request_key, request_record
+
+    keys = set()
+    for forced in ("fp32", "bf16"):
+        monkeypatch.setenv("HUBTUNE_AUTO_PRECISION", forced)
+        keys.add(request_key(request_record("timm:test_resnet", LoadOptions(), "float16")))
+    assert len(keys) == 2

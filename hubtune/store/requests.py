@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 def request_record(ref: str, options: LoadOptions, stored_dtype: str) -> dict[str, Any]:
     """Everything that decides the fingerprint, as the user gave it, plus the hardware that
     decides ``auto`` precision; a weights file is identified by size and mtime."""
+    from hubtune.constants import auto_precision
     from hubtune.runtime import cpu_has_fast_bf16
 
     weights: Any = options.weights
@@ -38,6 +39,7 @@ def request_record(ref: str, options: LoadOptions, stored_dtype: str) -> dict[st
             "cuda": os.path.exists("/dev/nvidiactl"),
             "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "cpu_bf16": cpu_has_fast_bf16(),
+            "auto_precision": auto_precision(),  # HUBTUNE_AUTO_PRECISION: what auto is forced to, if anything
         },
     }
 
