@@ -209,8 +209,9 @@ class Backbone(ABC):
         self.preprocess_config = preprocess_config
         self.layers = list(layers)
         self.default_layer = default_layer or self.layers[0]
-        self.layer: str | None = None  # set by select()
+        self.layer: str | None = None  # set by select(), with the pools that layer declared
         self.pool: str | None = None
+        self.layer_pools: LayerPools | None = None
         self.options = options
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
@@ -241,7 +242,7 @@ class Backbone(ABC):
         program of :meth:`forward` (works for any source). A source whose network its own library
         can rebuild from a state dict returns ``{"library": ..., "loader": FILE, ...}``, where FILE
         is a self-contained module beside the source that defines ``build(meta)`` and
-        ``embed(model, meta, *inputs)``; ``export-model`` copies it beside the checkpoint.
+        ``embed(model, meta, inputs, pool)``; ``export-model`` copies it beside the checkpoint.
         """
         return {"library": "torch.export"}
 
@@ -267,9 +268,10 @@ class Backbone(ABC):
         chosen = self.default_layer if layer is None else layer
         if chosen not in self.layers:
             raise BackboneOptionError(f"{self.ref} has no layer {chosen!r}; valid layers: {', '.join(self.layers)}")
-        canonical = self.pools(chosen).canonical(pool, chosen, str(self.ref))
+        declared = self.pools(chosen)  # asked once: a source may probe the network to answer
+        canonical = declared.canonical(pool, chosen, str(self.ref))
         self.configure(chosen, canonical)
-        self.layer, self.pool, self._dim = chosen, canonical, None
+        self.layer, self.pool, self.layer_pools, self._dim = chosen, canonical, declared, None
         return self
 
     def load_options(self) -> LoadOptions:
@@ -382,7 +384,7 @@ class Backbone(ABC):
             "layer": self.layer,
             "pool": self.pool,
             "layers": self.layers,
-            "pools": list(self.pools(self.layer).names) if self.layer else [],
+            "pools": list(self.layer_pools.names) if self.layer_pools else [],
             "blocks": self.block_names(),
             "precision": self.precision,
             "device": str(self.device),

@@ -60,6 +60,7 @@ class ProgramBackbone(nn.Module):
 
 def _check_program(path: Path) -> None:
     """Refuse a program archive that would unpickle anything (``torch.export.load`` would)."""
+    import io
     import zipfile
 
     with zipfile.ZipFile(path) as archive:
@@ -69,8 +70,6 @@ def _check_program(path: Path) -> None:
                 if any(entry.get("use_pickle") for entry in config.get("config", {}).values()):
                     raise ValueError(f"{path}: {name} holds pickled payloads; refusing to load it")
             elif name.endswith(".pt"):
-                import io
-
                 torch.load(io.BytesIO(archive.read(name)), weights_only=True)  # tensors only, or it raises
 
 

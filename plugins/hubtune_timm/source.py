@@ -52,7 +52,6 @@ class TimmBackbone(Backbone):
         super().__init__(**kwargs)
         self.stages = stages
         self.input_size = input_size
-        self.intermediate_index: int | None = None
 
     def _unpooled(self, x: Any, layer: str) -> Any:
         """The output of ``features`` or a ``feature_info`` stage, before pooling."""

@@ -40,7 +40,6 @@ class LayerCapture:
 
     def __init__(self, model: Any, layer: str):
         self.model = model
-        self.layer = layer
         self.local = threading.local()
         self.handle = model.get_submodule(layer).register_forward_hook(self._hook)
 
@@ -153,14 +152,12 @@ class TorchvisionBackbone(Backbone):
         import torch
 
         height, width = (list(self.crop_size) * 2)[:2]  # torchvision stores [224] or [h, w]
-        chosen = self.capture is not None and self.capture.layer == layer
-        probe = self.capture if chosen else LayerCapture(self.model, layer)  # another hook first would stop the pass
+        probe = LayerCapture(self.model, layer)
         try:
             with torch.inference_mode():
                 ndim = probe(torch.zeros(1, 3, height, width, device=self.device)).ndim
         finally:
-            if not chosen:
-                probe.handle.remove()
+            probe.handle.remove()
         pools = pools_for_rank(ndim)
         return pools.with_default("cls") if ndim == 3 else pools
 
