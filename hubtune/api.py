@@ -32,13 +32,12 @@ def load_backbone(ref: str | ModelRef, options: LoadOptions | None = None, **ove
     """Build the frozen backbone named by ``ref``.
 
     ``overrides`` are :class:`LoadOptions` fields (``layer``, ``pool``, ``precision``, ``device``,
-    ``weights``, ``offline``, ``trust_remote_code``). Offline mode is on when asked for here or by
+    ``weights``, ``offline``, ``trust_remote_code``, ``prompt``, ``prompt_text``, ``dim``, ``tower``). Offline mode is on when asked for here or by
     ``HF_HUB_OFFLINE`` / ``HUBTUNE_OFFLINE``.
     """
     options = _prepare(options, overrides)
     resolved = resolve_ref(ref)
-    backbone = _source_of(resolved).load(resolved, options)
-    return backbone.select(options.layer, options.pool)
+    return _source_of(resolved).load(resolved, options).choose(options)
 
 
 def pull(ref: str | ModelRef, options: LoadOptions | None = None, **overrides: Any) -> PullResult:

@@ -14,15 +14,16 @@ does the whole thing for a list of inputs. The fingerprint names the exact funct
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence, cast
 
-from hubtune.errors import BackboneOptionError, InputError
-from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint, hash_file
+from hubtune.errors import BackboneOptionError, InputError, TowerError
+from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint
 from hubtune.imageio import to_rgb_image
+from hubtune.options import RANDOM_INSTEAD, LoadOptions, Weights, load_weights_into
+
+__all__ = ["RANDOM_INSTEAD", "Backbone", "ImagePreprocessor", "LoadOptions", "Preprocessor", "Weights",
+           "load_weights_into"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,92 +34,6 @@ if TYPE_CHECKING:
     from hubtune.refs import ModelRef
 
 STORED_DTYPES = ("float16", "float32")
-
-
-#: the way out an offline error offers for sources whose architectures build without a download
-RANDOM_INSTEAD = "; or, to test without pretrained weights, --weights random (a seeded init, no download)"
-
-
-@dataclass(frozen=True)
-class Weights:
-    """``--weights``: ``default`` (pretrained), ``random[:SEED]`` or a safetensors file."""
-
-    kind: str  # "default" | "random" | "file"
-    seed: int = 0
-    path: Path | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Weights":
-        if text == "default":
-            return cls("default")
-        if text == "random" or text.startswith("random:"):
-            seed_text = text.partition(":")[2] or "0"
-            if not seed_text.isdigit():
-                raise BackboneOptionError(f"--weights {text!r}: the seed after 'random:' must be a whole number")
-            return cls("random", seed=int(seed_text))
-        path = Path(text).expanduser()
-        if path.suffix != ".safetensors":
-            raise BackboneOptionError(
-                f"--weights {text!r}: expected 'default', 'random[:SEED]' or a .safetensors file "
-                "(pickled checkpoints are not loaded; convert with safetensors.torch.save_file)"
-            )
-        if not path.is_file():
-            raise BackboneOptionError(f"--weights {text!r}: no such file")
-        return cls("file", path=path.resolve())
-
-    def identity(self) -> str:
-        """The fingerprint's ``weights`` field: ``default``, ``random:SEED`` or ``file-sha256:HEX``."""
-        if self.kind == "random":
-            return f"random:{self.seed}"
-        if self.kind == "file" and self.path is not None:
-            return f"file-sha256:{hash_file(self.path, hashlib.sha256()).hexdigest()}"
-        return "default"
-
-    def load_state_dict(self) -> dict:
-        """The tensors of a ``file`` weights choice (safetensors: no code can run)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(self.path), device="cpu")
-        except SafetensorError as exc:
-            raise BackboneOptionError(f"--weights {self.path}: not a readable safetensors file ({exc})") from exc
-
-
-@dataclass
-class LoadOptions:
-    """Options every source honours when building a backbone (the CLI's shared options)."""
-
-    layer: str | None = None
-    pool: str | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    weights: str = "default"
-    offline: bool = False
-    trust_remote_code: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def parsed_weights(self) -> Weights:
-        return Weights.parse(self.weights)
-
-
-def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> None:
-    """Load a safetensors state dict into ``model``, strictly, with a readable error."""
-    state = weights.load_state_dict()
-    expected = model.state_dict()
-    wrong = [f"{name} {tuple(tensor.shape)} (the model's: {tuple(expected[name].shape)})"
-             for name, tensor in state.items() if name in expected and expected[name].shape != tensor.shape]
-    if wrong:
-        raise BackboneOptionError(f"--weights {weights.path}: does not fit {what}: {len(wrong)} tensors have another "
-                                  f"shape, e.g. {'; '.join(wrong[:3])}; is it a checkpoint of another architecture?")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise BackboneOptionError(
-            f"--weights {weights.path}: does not fit {what}: "
-            f"missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]} "
-            "(first five of each)"
-        )
 
 
 def _has_conv2d(model: "torch.nn.Module") -> bool:
@@ -185,6 +100,8 @@ class Backbone(ABC):
     """
 
     modality: ClassVar[str] = "image"
+    #: the name of the prompt a source applies when none is asked for (a repository's default)
+    default_prompt_name: str | None = None
 
     def __init__(
         self,
@@ -212,6 +129,9 @@ class Backbone(ABC):
         self.layer: str | None = None  # set by select(), with the pools that layer declared
         self.pool: str | None = None
         self.layer_pools: LayerPools | None = None
+        self.tower: str | None = None  # a two-tower model's source names the tower it built (a fingerprint field)
+        self.prompt: str | None = None  # the prompt text put before every input (set by select_prompt)
+        self.truncate_dim: int | None = None  # --dim: the first N dimensions are kept (set by select_dim)
         self.options = options
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
@@ -256,6 +176,17 @@ class Backbone(ABC):
             "partially fine-tuned; train a head on its frozen vectors instead (`hubtune train`)"
         )
 
+    def prompts(self) -> dict[str, str]:
+        """The prompts the model declares, by name (a sentence-transformers repo's ``prompts``); {} if none."""
+        return {}
+
+    def apply_prompt(self, text: str | None) -> None:
+        """Put ``text`` before every input from now on (``None``: no prompt). Sources whose models take
+        prompts override this; the default refuses one, so a prompt is never silently dropped."""
+        if text is not None:
+            raise BackboneOptionError(f"{self.ref} does not take prompts ({self.modality} model); drop "
+                                      "--prompt/--prompt-text")
+
     def probe_item(self) -> Any:
         """A tiny valid input, used to measure ``dim``."""
         from PIL import Image
@@ -274,12 +205,54 @@ class Backbone(ABC):
         self.layer, self.pool, self.layer_pools, self._dim = chosen, canonical, declared, None
         return self
 
+    def choose(self, options: LoadOptions) -> "Backbone":
+        """Apply every user choice a source declared options for: the tower, ``--layer``/``--pool``,
+        the prompt and ``--dim`` (what :func:`hubtune.api.load_backbone` calls)."""
+        if options.tower is not None and options.tower != self.modality:
+            raise TowerError(
+                f"{self.ref} embeds {self.modality}s and has no {options.tower} tower; pick a model that "
+                f"embeds {options.tower}s (`hubtune models`), or data of {self.modality}s", self.modality
+            )
+        self.select(options.layer, options.pool)
+        self.select_prompt(options.prompt, options.prompt_text)
+        return self.select_dim(options.dim)
+
+    def select_prompt(self, name: str | None = None, text: str | None = None) -> "Backbone":
+        """Choose the prompt as ``SentenceTransformer.encode`` does: ``name`` from :meth:`prompts`, or
+        ``text`` as given (``""``: none), else the model's :attr:`default_prompt_name`, else none."""
+        declared = self.prompts()
+        if name is not None and text is not None:
+            raise BackboneOptionError("give --prompt NAME or --prompt-text TEXT, not both")
+        if name is not None:
+            if name not in declared:
+                offered = ", ".join(sorted(declared)) or "none"
+                raise BackboneOptionError(f"{self.ref} has no prompt {name!r}; its prompts: {offered} "
+                                          "(or give the text with --prompt-text)")
+            text = declared[name]
+        elif text is None and self.default_prompt_name is not None:
+            text = declared.get(self.default_prompt_name)
+        self.apply_prompt(text or None)
+        self.prompt, self._dim = text or None, None
+        return self
+
+    def select_dim(self, dim: int | None) -> "Backbone":
+        """Keep the first ``dim`` dimensions of every vector (Matryoshka truncation, after the model's
+        own normalisation and without renormalising, as sentence-transformers' ``truncate_dim``)."""
+        self.truncate_dim, self._dim = None, None
+        if dim is not None:
+            if not 1 <= dim <= self.dim:
+                raise BackboneOptionError(f"--dim {dim}: {self.ref} makes {self.dim}-d vectors; give 1..{self.dim}")
+            self.truncate_dim = dim if dim < self.dim else None
+            self._dim = None
+        return self
+
     def load_options(self) -> LoadOptions:
         """The options that rebuild exactly this backbone (what a head records): canonical layer and
-        pool, resolved precision."""
+        pool, resolved precision, the prompt text, the dimension kept and the tower."""
         from dataclasses import replace
 
-        return replace(self.options, layer=self.layer, pool=self.pool, precision=self.precision)
+        return replace(self.options, layer=self.layer, pool=self.pool, precision=self.precision, prompt=None,
+                       prompt_text=self.prompt or "", dim=self.truncate_dim, tower=self.modality)
 
     def to_device(self, batch: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
         """Move a collated batch to the device (channels-last images for conv nets)."""
@@ -295,7 +268,8 @@ class Backbone(ABC):
         import torch
 
         with torch.inference_mode(), self.autocast():
-            return self.forward(batch)
+            vectors = self.forward(batch)  # (B, D)
+        return vectors if self.truncate_dim is None else vectors[:, : self.truncate_dim]
 
     def autocast(self) -> Any:
         """The autocast context at this backbone's precision (extraction and fine-tuning share it)."""
@@ -359,6 +333,10 @@ class Backbone(ABC):
             "precision": self.precision,
             "stored_dtype": stored_dtype,
             "format": STORE_FORMAT_VERSION,
+            # set only where they apply, so the fingerprint of every other vector stays what it was
+            **({"tower": self.tower} if self.tower is not None else {}),
+            **({"prompt": self.prompt} if self.prompt is not None else {}),
+            **({"dim": self.truncate_dim} if self.truncate_dim is not None else {}),
         }
 
     def fingerprint(self, stored_dtype: str = "float16") -> str:
@@ -380,6 +358,10 @@ class Backbone(ABC):
             "dim": self.dim,
             "revision": self.revision,
             "weights": self.weights,
+            "tower": self.tower,
+            "prompt": self.prompt,
+            "prompts": self.prompts(),
+            "default_prompt": self.default_prompt_name,
             "fingerprint": self.fingerprint(),
             "layer": self.layer,
             "pool": self.pool,

@@ -55,6 +55,14 @@ class BackboneOptionError(HubtuneError, ValueError):
     exit_code = 2
 
 
+class TowerError(BackboneOptionError):
+    """The model has no tower for the data's kind (a text model asked to embed images, or the reverse)."""
+
+    def __init__(self, message: str, modality: str):
+        super().__init__(message)
+        self.modality = modality  # what the model does embed
+
+
 class OfflineError(HubtuneError, ConnectionError):
     """Offline mode is on and the files are not in the local cache."""
 

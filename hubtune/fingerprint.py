@@ -27,6 +27,12 @@ FIELDS = (
     "stored_dtype",  # float16 or float32
     "format",  # STORE_FORMAT_VERSION
 )
+#: fields present only where they apply (absent, they leave every other fingerprint as it was)
+OPTIONAL_FIELDS = (
+    "tower",  # a two-tower model's tower: image or text
+    "prompt",  # the prompt text put before every input
+    "dim",  # --dim N: the first N dimensions kept (Matryoshka)
+)
 
 
 def hash_file(path: "str | os.PathLike[str]", digest: "hashlib._Hash") -> "hashlib._Hash":
@@ -45,7 +51,8 @@ def canonical_json(value: Any) -> str:
 def compute_fingerprint(fields: Mapping[str, Any]) -> str:
     """32 hex characters (16 bytes) identifying the embedding function described by ``fields``."""
     missing = [name for name in FIELDS if name not in fields]
-    extra = [name for name in fields if name not in FIELDS]
+    extra = [name for name in fields if name not in FIELDS + OPTIONAL_FIELDS]
     if missing or extra:
-        raise ValueError(f"fingerprint fields: missing {missing}, unexpected {extra}; expected {list(FIELDS)}")
+        raise ValueError(f"fingerprint fields: missing {missing}, unexpected {extra}; expected {list(FIELDS)} "
+                         f"and optionally {list(OPTIONAL_FIELDS)}")
     return hashlib.blake2b(canonical_json(dict(fields)).encode("ascii"), digest_size=16).hexdigest()

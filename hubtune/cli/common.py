@@ -11,6 +11,7 @@ from typing import Any, Callable
 import click
 
 from hubtune.pooling import NATIVE, POOLS
+from hubtune.options import TOWERS
 from hubtune.runtime import PRECISIONS
 
 
@@ -62,6 +63,16 @@ def model_options(func: Callable | None = None, *, precision: bool = True) -> Ca
                      "(also HF_HUB_OFFLINE=1)."),
         click.option("--trust-remote-code", is_flag=True,
                      help="Allow a Hub repository's own Python code; needs REF@<40-hex commit>."),
+        click.option("--prompt", default=None, metavar="NAME",
+                     help="Text models: put the model's prompt NAME before every input (`hubtune info REF` lists "
+                     "them; default: the model's default prompt, if it declares one)."),
+        click.option("--prompt-text", default=None, metavar="TEXT",
+                     help="Text models: put TEXT before every input ('' for none, even over a default prompt)."),
+        click.option("--dim", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Keep the first N dimensions of each vector (Matryoshka models; vectors already "
+                     "cached at full size are reused)."),
+        click.option("--tower", type=click.Choice(TOWERS), default=None,
+                     help="Two-tower models (CLIP, SigLIP): the tower to embed with (default: the data's kind)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -73,7 +84,8 @@ def model_options(func: Callable | None = None, *, precision: bool = True) -> Ca
         kwargs["options"] = LoadOptions(
             layer=kwargs.pop("layer"), pool=kwargs.pop("pool"), precision=kwargs.pop("precision") if precision else "auto",
             device=kwargs.pop("device"), weights=kwargs.pop("weights"), offline=kwargs.pop("offline"),
-            trust_remote_code=kwargs.pop("trust_remote_code"),
+            trust_remote_code=kwargs.pop("trust_remote_code"), prompt=kwargs.pop("prompt"),
+            prompt_text=kwargs.pop("prompt_text"), dim=kwargs.pop("dim"), tower=kwargs.pop("tower"),
         )
         return func(*args, **kwargs)
 

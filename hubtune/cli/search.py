@@ -78,22 +78,26 @@ def index_build(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, 
 @click.option("--model", "ref", required=True, help="The model reference extract was given.")
 @click.option("--dataset", "dataset_name", required=True)
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per query.")
+@click.option("--query-prompt", default=None, metavar="NAME",
+              help="The model's prompt for text queries (default: its `query` prompt when it declares one, as "
+              "sentence-transformers' encode_query does; '' for none). The dataset keeps its own prompt.")
 @index_options
 @model_options
 @json_option
-def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_name: str, k: int, kind: str,
-           metric: str, max_memory: str, nprobe: int | None, ef_search: int | None, rebuild: bool, options: Any,
-           as_json: bool) -> None:
+def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_name: str, k: int,
+           query_prompt: str | None, kind: str, metric: str, max_memory: str, nprobe: int | None,
+           ef_search: int | None, rebuild: bool, options: Any, as_json: bool) -> None:
     """Nearest dataset items to each QUERY.
 
     A QUERY is `row:N` or `key:HEX` (an item of the dataset: no model needed), an image path for an
-    image model, or a text for a text model. Scores are cosine similarities (higher is nearer), or
+    image model, or a text for a text model (embedded with the model's query prompt, if it has one).
+    Scores are cosine similarities (higher is nearer), or
     squared L2 distances with --metric l2 (lower is nearer).
     """
     from hubtune.api import load_backbone
     from hubtune.errors import BackboneOptionError
     from hubtune.errors import FingerprintLookupError
-    from hubtune.index.neighbours import query_vectors, search_dataset
+    from hubtune.index.neighbours import query_vectors, search_dataset, with_query_prompt
     from hubtune.store.lookup import resolved_options
 
     store, fingerprint, found = _dataset_index(cache_dir, ref, dataset_name, options, kind, metric, max_memory,
@@ -114,7 +118,7 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
                 f"{ref} with these options embeds as {loaded.fingerprint(stored_dtype)}, but dataset "
                 f"{dataset_name!r} was extracted as {fingerprint}; pass the options extract was given"
             )
-        return loaded
+        return with_query_prompt(loaded, query_prompt)
 
     results = search_dataset(found, query_vectors(list(queries), found.data, backbone), k)
 

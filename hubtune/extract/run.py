@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hubtune.backbone import LoadOptions
 from hubtune.data import Dataset, Item, open_dataset
-from hubtune.errors import DatasetError, TooManyFailures
+from hubtune.errors import DatasetError, TooManyFailures, TowerError
 from hubtune.extract.options import ExtractOptions, ExtractSummary
 from hubtune.extract.batches import loader_batches, prepared_batches, windowed_batches
 from hubtune.extract.streams import StoreWriter, cpu_streams, embedded_batches
@@ -38,30 +38,47 @@ if TYPE_CHECKING:
     from hubtune.backbone import Backbone
 
 
+def known_modality(dataset: Dataset) -> str | None:
+    """What a dataset holds, where that is known before reading it: folders (by their files'
+    suffixes) and ``text`` tables; a table's ``path`` column may name either kind of file."""
+    return dataset.modality if dataset.location.is_dir() or dataset.modality == "text" else None
+
+
+def _modality_error(dataset: Dataset, ref: Any, modality: str) -> DatasetError:
+    def a(kind: str) -> str:
+        return f"an {kind}" if kind == "image" else f"a {kind}"
+
+    return DatasetError(
+        f"{dataset.location} holds {dataset.modality}s but {ref} is {a(modality)} model; "
+        f"pick {a(modality)} dataset or {a(dataset.modality)} model (see `hubtune models`)"
+    )
+
+
+def _load_for(ref: str, dataset: Dataset, options: LoadOptions) -> "Backbone":
+    """The backbone for ``dataset``: a two-tower model embeds it with the tower of its kind, and a
+    model of the other kind is refused before a single item fails."""
+    from hubtune.api import load_backbone
+
+    try:
+        return load_backbone(ref, options)
+    except TowerError as exc:
+        raise _modality_error(dataset, ref, exc.modality) from exc
+
+
 def _check_modality(dataset: Dataset, backbone: "Backbone") -> None:
-    """Refuse a text model on images or an image model on texts before a single item fails.
-
-    Folders (by their files' suffixes) and ``text`` tables are known; a table's ``path`` column may
-    name either kind of file, so its items are left to the preprocessor."""
-    known = dataset.location.is_dir() or dataset.modality == "text"
-    if known and dataset.modality != backbone.modality:
-        def a(modality: str) -> str:
-            return f"an {modality}" if modality == "image" else f"a {modality}"
-
-        raise DatasetError(
-            f"{dataset.location} holds {dataset.modality}s but {backbone.ref} is {a(backbone.modality)} model; "
-            f"pick {a(backbone.modality)} dataset or {a(dataset.modality)} model (see `hubtune models`)"
-        )
+    """Refuse a backbone handed in (not loaded here) whose kind is not the dataset's."""
+    if known_modality(dataset) not in (None, backbone.modality):
+        raise _modality_error(dataset, backbone.ref, backbone.modality)
 
 
-def _pending(store: EmbeddingStore, fingerprint: str, items: list[Item]) -> list[Item]:
+def pending_items(store: EmbeddingStore, fingerprint: str, items: list[Item]) -> list[Item]:
     """Items with neither a vector nor an error record under ``fingerprint``."""
     present = store.has(fingerprint, (item.key for item in items))
     failed = store.errors(fingerprint)
     return [item for item, has in zip(items, present) if not has and item.key not in failed]
 
 
-def _manifest(items: Sequence[Item]) -> dict[str, list]:
+def manifest_of(items: Sequence[Item]) -> dict[str, list]:
     return {
         "keys": [item.key.hex() for item in items],
         "labels": [item.label for item in items],
@@ -104,6 +121,13 @@ def extract(
     options, stored_dtype = run.options or LoadOptions(), run.stored_dtype
     started = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
+    if options.tower is None and known_modality(dataset) is not None:
+        options = replace(options, tower=known_modality(dataset))
+        run = replace(run, options=options)
+    if options.dim is not None and backbone is None and prepared is None:
+        from hubtune.extract.truncate import extract_truncated
+
+        return extract_truncated(ref, dataset, store, run, shard)
     name = dataset.name(run.dataset_name)
     all_items = dataset.items()
     items = all_items[shard[0] : shard[1]] if shard is not None else all_items
@@ -114,13 +138,11 @@ def extract(
         unique.setdefault(item.key, item)
     todo = list(unique.values())
     if fingerprint is not None:
-        todo = _pending(store, fingerprint, todo)
+        todo = pending_items(store, fingerprint, todo)
     computed, compute_seconds = 0, 0.0
     if todo:
         if backbone is None:
-            from hubtune.api import load_backbone
-
-            backbone = load_backbone(ref, options)
+            backbone = _load_for(ref, dataset, options)
         _check_modality(dataset, backbone)
         if run.compile:
             backbone.compile()
@@ -128,14 +150,14 @@ def extract(
         store.register(fingerprint, backbone.fingerprint_fields(stored_dtype), backbone.dim, stored_dtype)
         store.remember_request(request, fingerprint)
         if fingerprint != remembered:  # the memo missed (or was stale): filter against the real one
-            todo = _pending(store, fingerprint, todo)
+            todo = pending_items(store, fingerprint, todo)
         if todo:
             compute_started = time.perf_counter()
             computed = _run(backbone, todo, store, fingerprint, run.batch_size, run.workers or 0, stored_dtype,
                             run.progress, prepared, run.streams if run.streams is not None else cpu_streams(backbone))
             compute_seconds = time.perf_counter() - compute_started
     if shard is None:  # recorded last: a manifest never points at vectors that are not there yet
-        store.put_manifest(name, _manifest(all_items))
+        store.put_manifest(name, manifest_of(all_items))
     errors = store.errors(fingerprint) if fingerprint else {}
     failed = sum(1 for item in items if item.key in errors)
     seconds = time.perf_counter() - started

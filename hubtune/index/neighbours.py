@@ -100,6 +100,17 @@ def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader:
     return out
 
 
+def with_query_prompt(backbone: "Backbone", name: str | None) -> "Backbone":
+    """``backbone`` set up to embed queries: with prompt ``name`` (``""``: none), or by default its
+    ``query`` prompt when it declares one (as sentence-transformers' ``encode_query``), else the
+    prompt the dataset was extracted with."""
+    if name == "":
+        return backbone.select_prompt(text="")
+    if name is not None:
+        return backbone.select_prompt(name)
+    return backbone.select_prompt("query") if "query" in backbone.prompts() else backbone
+
+
 def search_dataset(found: DatasetIndex, queries: "np.ndarray", k: int) -> list[list[dict[str, Any]]]:
     """For each query, up to ``k`` items: ``{item (origin), label, score, row}``."""
     scores, ids = ix.search(found.index, queries, k, found.spec.metric)

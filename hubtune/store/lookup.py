@@ -34,6 +34,12 @@ def _matches(fields: dict[str, Any], ref_text: str, options: LoadOptions, stored
         return False
     wanted = {"layer": options.layer, "stored_dtype": stored_dtype,
               "precision": None if options.precision == "auto" else options.precision}
+    if fields.get("dim") != options.dim:  # unset --dim means the full vector, not any width
+        return False
+    if options.tower is not None and fields.get("tower", options.tower) != options.tower:
+        return False
+    if options.prompt_text is not None and (fields.get("prompt") or "") != options.prompt_text:
+        return False  # a prompt given by name is matched through the request memo (the name needs the model)
     pool_ok = options.pool is None or options.pool == fields["pool"] or {options.pool, fields["pool"]} == {"mean", "avg"}
     return pool_ok and all(value is None or fields[name] == value for name, value in wanted.items())
 
@@ -71,17 +77,18 @@ def find_fingerprint(
         fields = store.fingerprints()[fp]["fields"]
         described.append(
             f"{fp} (revision {fields['revision']}, weights {fields['weights']}, layer {fields['layer']}, pool {fields['pool']}, "
-            f"precision {fields['precision']}, stored {fields['stored_dtype']})"
+            f"precision {fields['precision']}, stored {fields['stored_dtype']}"
+            + "".join(f", {name} {fields[name]!r}" for name in ("tower", "prompt", "dim") if name in fields) + ")"
         )
     raise FingerprintLookupError(
         f"{len(candidates)} sets of vectors of dataset {dataset!r} match {ref}; add the option that tells "
-        "them apart (--layer, --pool, --precision, --weights or @revision): " + "; ".join(described)
+        "them apart (--layer, --pool, --precision, --weights, --prompt-text, --dim or @revision): " + "; ".join(described)
     )
 
 
 def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptions) -> LoadOptions:
-    """``options`` with the layer, pooling, precision and random weights the fingerprint was made
-    with: a head records these, so ``predict`` rebuilds exactly that backbone even when the lookup
+    """``options`` with the layer, pooling, precision, random weights, prompt, dim and tower the
+    fingerprint was made with: a head records these, so ``predict`` rebuilds exactly that backbone even when the lookup
     that found the vectors left them unset (unset matches any value)."""
     from dataclasses import replace
 
@@ -91,4 +98,5 @@ def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptio
     if tag.startswith("file-sha256:") and options.parsed_weights.kind != "file":
         raise FingerprintLookupError(f"the vectors of fingerprint {fingerprint} were made with a weights file "
                                      f"({tag}); pass it with --weights PATH so that backbone can be rebuilt")
-    return replace(options, layer=fields["layer"], pool=fields["pool"], precision=fields["precision"], weights=weights)
+    return replace(options, layer=fields["layer"], pool=fields["pool"], precision=fields["precision"], weights=weights,
+                   prompt=None, prompt_text=fields.get("prompt") or "", dim=fields.get("dim"), tower=fields.get("tower"))

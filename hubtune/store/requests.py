@@ -34,6 +34,8 @@ def request_record(ref: str, options: LoadOptions, stored_dtype: str) -> dict[st
         "device": options.device,
         "weights": weights,
         "trust_remote_code": options.trust_remote_code,
+        **{name: getattr(options, name) for name in ("prompt", "prompt_text", "dim", "tower")
+           if getattr(options, name) is not None},  # absent when unset: earlier memos stay valid
         "stored_dtype": stored_dtype,
         "hardware": {
             "cuda": os.path.exists("/dev/nvidiactl"),
