@@ -107,3 +107,15 @@ def test_a_single_tower_model_asked_for_another_tower_is_refused() -> None:
     with pytest.raises(TowerError, match="embeds images and has no text tower"):
         load_backbone("timm:test_resnet.r160_in1k", weights="random", tower="text")
     assert load_backbone("timm:test_resnet.r160_in1k", weights="random", tower="image").tower is None
+
+
+def test_a_head_trained_on_cut_vectors_predicts_with_the_same_cut(tmp_path: Path) -> None:
+    data, cache = _texts(tmp_path), str(tmp_path / "cache")
+    invoke("extract", MINILM, str(data), "--cache", cache, "--precision", "fp32", "--dim", "48")
+    trained = invoke("train", "--cache", cache, "--model", MINILM, "--dataset", "texts", "--dim", "48",
+                     "--head", "linear", "--out", str(tmp_path / "head"))
+    assert trained["classes"] == [0, 1] or trained["classes"] == ["0", "1"]
+    head = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert head["model"]["options"]["dim"] == 48
+    predicted = invoke("predict", str(tmp_path / "head"), *TEXTS[:2], "--cache", cache)
+    assert [row["input"] for row in predicted] == TEXTS[:2]
