@@ -187,6 +187,31 @@ class Backbone(ABC):
             raise BackboneOptionError(f"{self.ref} does not take prompts ({self.modality} model); drop "
                                       "--prompt/--prompt-text")
 
+    # -- two-tower models (CLIP, SigLIP: an image and a text tower into one space) ---------------
+    def tower_backbone(self, tower: str) -> "Backbone":
+        """This model's backbone for ``tower`` (``image``/``text``), its layer, pool and ``--dim`` chosen
+        so its vectors share this one's space: what embeds a text query over images (``search``) and
+        the class prompts of ``train --head zeroshot``. A two-tower source overrides it, sharing the
+        loaded weights; the default is ``self`` for its own modality, else :class:`TowerError`."""
+        if tower != self.modality:
+            raise self.tower_error(tower)
+        return self
+
+    def tower_error(self, tower: str) -> TowerError:
+        return TowerError(f"{self.ref} embeds {self.modality}s and has no {tower} tower; pick a model that "
+                          f"embeds {tower}s (`hubtune models`), or data of {self.modality}s", self.modality)
+
+    def zeroshot_templates(self) -> list[str]:
+        """The prompt templates (``"a photo of a {}."``) the model's family publishes for zero-shot
+        classification (sets in :mod:`hubtune.heads.templates`); [] (default): ``--template`` is needed."""
+        return []
+
+    def zeroshot_scoring(self) -> tuple[str, float, float]:
+        """How the model scores a cosine ``c`` between an image and a class text: ``("softmax", s, 0)``,
+        softmax over classes of ``s * c`` (CLIP), or ``("sigmoid", s, b)``, ``sigmoid(s * c + b)`` (SigLIP);
+        ``s`` is ``exp(logit_scale)``. The default raises: not a text-image model."""
+        raise BackboneOptionError(f"{self.ref} is not a text-image model (CLIP, SigLIP): it has no zero-shot scoring")
+
     def probe_item(self) -> Any:
         """A tiny valid input, used to measure ``dim``."""
         from PIL import Image
@@ -209,10 +234,7 @@ class Backbone(ABC):
         """Apply every user choice a source declared options for: the tower, ``--layer``/``--pool``,
         the prompt and ``--dim`` (what :func:`hubtune.api.load_backbone` calls)."""
         if options.tower is not None and options.tower != self.modality:
-            raise TowerError(
-                f"{self.ref} embeds {self.modality}s and has no {options.tower} tower; pick a model that "
-                f"embeds {options.tower}s (`hubtune models`), or data of {self.modality}s", self.modality
-            )
+            raise self.tower_error(options.tower)
         self.select(options.layer, options.pool)
         self.select_prompt(options.prompt, options.prompt_text)
         return self.select_dim(options.dim)

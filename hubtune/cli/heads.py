@@ -22,8 +22,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 @cache_option
 @click.option("--model", "ref", required=True, help="The model reference extract was given.")
 @click.option("--dataset", "dataset_name", required=True)
-@click.option("--head", "kind", type=click.Choice(["linear", "mlp", "knn"]), required=True,
-              help="linear: logistic regression, C chosen on validation; mlp: one hidden layer; knn: DINO's weighted vote.")
+@click.option("--head", "kind", type=click.Choice(["linear", "mlp", "knn", "zeroshot"]), required=True,
+              help="linear: logistic regression, C chosen on validation; mlp: one hidden layer; knn: DINO's weighted "
+              "vote; zeroshot: no training, the class names embedded by a text-image model's text tower (CLIP, SigLIP).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the head.")
 @click.option("--normalise", type=click.Choice(["none", "l2", "standardise"]), default=None,
               help="Feature normalisation (default: standardise for linear/mlp, l2 for knn).")
@@ -33,12 +34,18 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 @click.option("--temperature", type=float, callback=_positive, default=0.07, show_default=True, help="knn: vote temperature.")
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True, help="mlp: hidden width.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True, help="mlp: most epochs.")
+@click.option("--template", "templates", multiple=True, metavar="TEXT",
+              help="zeroshot: a prompt template with {} for the class name (repeatable; default: the model "
+              "family's published set, e.g. CLIP's 80 ImageNet templates).")
 @model_options
 @json_option
 def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: Path, normalise: str | None,
-          balanced: bool, c_value: float | None, k: int, temperature: float, hidden: int, epochs: int, options: Any,
-          as_json: bool) -> None:
-    """Fit a head on cached vectors (never re-running the backbone) and save it to OUT."""
+          balanced: bool, c_value: float | None, k: int, temperature: float, hidden: int, epochs: int,
+          templates: tuple[str, ...], options: Any, as_json: bool) -> None:
+    """Fit a head on cached vectors (never re-running the backbone) and save it to OUT.
+
+    `--head zeroshot` fits nothing: its classes are the dataset's labels, embedded through the text tower
+    of the model that made the vectors; its val_accuracy is its score on every labelled item."""
     from dataclasses import asdict
 
     from hubtune.heads.mlp import MLPConfig
@@ -48,20 +55,33 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
     from hubtune.store.lookup import find_fingerprint, resolved_options
     from hubtune.store.vectors import load_dataset_vectors
 
+    if templates and kind != "zeroshot":
+        raise click.UsageError("--template applies to --head zeroshot only")
+    if kind == "zeroshot":
+        from hubtune.heads.zeroshot import check_templates
+
+        check_templates(templates)
     check_head_folder(out)
     with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
         fingerprint = find_fingerprint(store, ref, dataset_name, options)
         data = load_dataset_vectors(store, fingerprint, dataset_name)
         options = resolved_options(store, fingerprint, options)  # what predict must rebuild
     model = {"ref": ref, "fingerprint": fingerprint, "options": asdict(options)}
-    head = train_head(data, kind, model, normalisation=normalise, balanced=balanced, C=c_value, k=k,
-                      temperature=temperature, mlp_config=MLPConfig(hidden=hidden, epochs=epochs))
+    head: Any
+    if kind == "zeroshot":
+        from hubtune.heads.zeroshot import build_zeroshot_head, vectors_backbone
+
+        head = build_zeroshot_head(vectors_backbone(ref, options, fingerprint), data, model, templates)
+    else:
+        head = train_head(data, kind, model, normalisation=normalise, balanced=balanced, C=c_value, k=k,
+                          temperature=temperature, mlp_config=MLPConfig(hidden=hidden, epochs=epochs))
     head.save(out)
     val = head.metrics["val"]
     result = {"head": kind, "classes": head.classes, "val_accuracy": val["accuracy"],
               "balanced_accuracy": val["balanced_accuracy"], "top5": val["top5"],
               "majority_baseline": val["majority_baseline"], "path": str(out), **(
-                  {"C": head.hyperparameters["C"]} if kind == "linear" else {})}
+                  {"C": head.hyperparameters["C"]} if kind == "linear" else {}), **(
+                  {"templates": len(head.templates), "scoring": head.scoring} if kind == "zeroshot" else {})}
     emit(result, as_json, lambda d: print_table([d], ["head", "val_accuracy", "balanced_accuracy",
                                                       "majority_baseline", "path"]))
 

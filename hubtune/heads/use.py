@@ -20,14 +20,20 @@ logger = logging.getLogger("hubtune")
 
 
 def load_head(folder: str | Path) -> Head:
-    """A saved head folder: a head on frozen vectors, or a fine-tuned top (``hubtune finetune``)."""
+    """A saved head folder: a head on frozen vectors, a zero-shot head (class vectors from a text tower)
+    or a fine-tuned top (``hubtune finetune``)."""
     import json
 
     manifest = Path(folder) / "head.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("kind") == "finetune":
+    kind = json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
+    if kind == "finetune":
         from hubtune.finetune.saved import FinetunedHead
 
         return FinetunedHead.load(folder)
+    if kind == "zeroshot":
+        from hubtune.heads.zeroshot import ZeroShotHead
+
+        return ZeroShotHead.load(folder)
     return TrainedHead.load(folder)
 
 
