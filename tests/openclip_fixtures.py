@@ -15,6 +15,7 @@ from typing import Any
 TINY_ARCH = "hubtune-tiny-clip"
 TINY_REPO = "hubtune-test/tiny-openclip"
 BIN_REPO = "hubtune-test/tiny-openclip-bin"
+SIGLIP_REPO = "hubtune-test/tiny-openclip-siglip"  # with a logit_bias: scored with a sigmoid
 TINY_TAG = "tiny_s1"  # a pretrained tag registered for TINY_ARCH, whose hf_hub is TINY_REPO
 TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 16,
@@ -39,13 +40,21 @@ def register_tiny_arch(root: Path) -> str:
     return TINY_ARCH
 
 
-def tiny_model(seed: int) -> Any:
+def tiny_config(repo: str = "") -> dict[str, Any]:
+    """``TINY_CONFIG``; SigLIP-style (a learnt ``logit_bias``, SigLIP's initial scale and bias) for ``SIGLIP_REPO``."""
+    import math
+
+    siglip = {"init_logit_scale": math.log(10), "init_logit_bias": -10.0} if repo == SIGLIP_REPO else {}
+    return {**TINY_CONFIG, **siglip}
+
+
+def tiny_model(seed: int, repo: str = "") -> Any:
     """The tiny CLIP with a seeded init, built from the configuration alone (no registration needed)."""
     import torch
     from open_clip import CLIP
 
     torch.manual_seed(seed)
-    return CLIP(**TINY_CONFIG).eval()
+    return CLIP(**tiny_config(repo)).eval()
 
 
 def save_weights(model: Any, path: Path) -> None:
@@ -54,15 +63,15 @@ def save_weights(model: Any, path: Path) -> None:
     save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(path))
 
 
-def tiny_repo_folder(folder: Path, seed: int = 0, weights: str = "safetensors") -> Path:
+def tiny_repo_folder(folder: Path, seed: int = 0, weights: str = "safetensors", repo: str = "") -> Path:
     """An open_clip Hub repository: ``open_clip_config.json`` and the weights as ``open_clip_model.safetensors``
     (``weights="safetensors"``), only a pickled ``open_clip_pytorch_model.bin`` (``"bin"``), or both."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG,
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": tiny_config(repo),
                                                               "preprocess_cfg": TINY_PREPROCESS}))
-    model = tiny_model(seed)
+    model = tiny_model(seed, repo)
     if weights in ("safetensors", "both"):
         save_weights(model, folder / "open_clip_model.safetensors")
     if weights in ("bin", "both"):
@@ -76,7 +85,7 @@ def seed_tiny_repo(root: Path, repo: str = TINY_REPO, seed: int = 0, weights: st
 
     folder = root / "build" / f"openclip-{repo.replace('/', '--')}-{seed}-{weights}"
     if not folder.is_dir():
-        tiny_repo_folder(folder, seed, weights)
+        tiny_repo_folder(folder, seed, weights, repo)
     seed_snapshot(repo, folder)
     return repo
 

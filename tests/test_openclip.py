@@ -17,7 +17,7 @@ import pytest
 
 from hubtune.errors import BackboneOptionError, ModelNotFoundError, OfflineError, UnsafeModelError
 from tests.openclip_fixtures import (
-    BIN_REPO, TINY_ARCH, TINY_TAG, register_tiny_arch, register_tiny_tag, save_weights, seed_tiny_repo,
+    BIN_REPO, SIGLIP_REPO, TINY_ARCH, TINY_TAG, register_tiny_arch, register_tiny_tag, save_weights, seed_tiny_repo,
     tiny_model,
 )
 
@@ -265,3 +265,50 @@ def test_without_open_clip_the_source_registers_and_says_what_to_install(monkeyp
     with pytest.raises(OpenClipMissingError, match=r"pip install 'hubtune\[openclip\]'"):
         load("open_clip:ViT-B-32@laion2b_s34b_b79k")
     assert invoke("models", "--source", "open_clip") == []
+
+
+def test_zeroshot_head_matches_open_clips_zero_shot_classifier(repo: str, reference: tuple, rgb_images: list[bytes],
+                                                               tmp_path: Path) -> None:
+    """``train --head zeroshot`` (open_clip's 80 ImageNet templates) then ``predict``: the probabilities are
+    softmax(exp(logit_scale) * cos) against open_clip's own ``build_zero_shot_classifier``."""
+    import io
+
+    import open_clip
+    import torch
+    from PIL import Image
+
+    data, cache = tmp_path / "images", str(tmp_path / "cache")
+    for index, raw in enumerate(rgb_images):
+        (data / ("cat" if index % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        (data / ("cat" if index % 2 else "dog") / f"{index}.png").write_bytes(raw)
+    ref = f"open_clip:hf-hub:{repo}"
+    invoke("extract", ref, str(data), "--cache", cache, "--precision", "fp32", "--device", "cpu")
+    trained = invoke("train", "--cache", cache, "--model", ref, "--dataset", "images", "--head", "zeroshot",
+                     "--out", str(tmp_path / "zs"))
+    assert (trained["templates"], trained["scoring"], trained["classes"]) == (80, "softmax", ["cat", "dog"])
+    predicted = invoke("predict", str(tmp_path / "zs"), *(str(p) for p in sorted(data.rglob("*.png"))),
+                       "--cache", cache)
+
+    model, preprocess, tokenizer = reference
+    weights = open_clip.build_zero_shot_classifier(model, tokenizer, ["cat", "dog"], open_clip.OPENAI_IMAGENET_TEMPLATES)
+    images = [Image.open(io.BytesIO(rgb_images[int(Path(row["input"]).stem)])).convert("RGB") for row in predicted]
+    with torch.no_grad():
+        features = model.encode_image(torch.stack([preprocess(image) for image in images]), normalize=True)
+        expected = (model.logit_scale.exp() * features @ weights).softmax(1).numpy()
+    assert [row["label"] for row in predicted] == [["cat", "dog"][i] for i in expected.argmax(1)]
+    np.testing.assert_allclose([row["score"] for row in predicted], expected.max(1), atol=1e-3)  # fp16 vectors
+
+
+def test_siglip_style_models_score_with_a_sigmoid(test_root: Path) -> None:
+    image = load(f"open_clip:hf-hub:{seed_tiny_repo(test_root, SIGLIP_REPO)}")
+    scoring, scale, bias = image.zeroshot_scoring()
+    assert (scoring, bias) == ("sigmoid", -10.0) and scale == pytest.approx(10.0)
+    assert image.zeroshot_templates()[0] == "a bad photo of a {}." and len(image.zeroshot_templates()) == 80
+
+
+def test_the_other_tower_follows_dim_and_refuses_a_token_layer(repo: str) -> None:
+    image = load(f"open_clip:hf-hub:{repo}", dim=8)
+    text = image.tower_backbone("text")
+    assert (text.layer, text.truncate_dim, text.dim) == ("embedding", 8, 8)
+    with pytest.raises(BackboneOptionError, match="not in the space"):
+        load(f"open_clip:hf-hub:{repo}", layer="tokens").tower_backbone("text")

@@ -37,15 +37,34 @@ class OpenClipBackbone(Backbone):
         self.tower = self.modality
 
     def tower_backbone(self, tower: str) -> "OpenClipBackbone":
-        """The backbone of ``tower`` (``image`` or ``text``) of the same loaded model, at its default layer,
-        on this backbone's device and precision (nothing is loaded or fetched again)."""
+        """The same model's backbone for ``tower`` (``image``/``text``), sharing the loaded weights (nothing is
+        loaded or fetched again): the projected embedding, the same ``--dim``, device and precision, so its
+        vectors are in this one's space. Only the ``embedding`` layer is shared by both towers."""
         if tower == self.modality:
             return self
-        options = replace(self.options, tower=tower, layer=None, pool=None, prompt=None, prompt_text=None, dim=None,
-                          device=str(self.device), precision=self.precision)
+        if tower not in ("image", "text"):
+            raise self.tower_error(tower)
+        if self.layer not in (None, EMBEDDING):
+            raise BackboneOptionError(f"{self.ref}: layer {self.layer!r} of the {self.modality} tower is not in the "
+                                      f"space the {tower} tower embeds into; use the default layer ({EMBEDDING!r})")
+        options = replace(self.options, tower=tower, layer=None, pool=None, prompt=None, prompt_text=None,
+                          dim=self.truncate_dim, device=str(self.device), precision=self.precision)
         other = tower_backbone(self.built, tower, options)
-        other.select()
+        other.choose(options)
         return other
+
+    def zeroshot_templates(self) -> list[str]:
+        """open_clip's zero-shot ImageNet templates (``OPENAI_IMAGENET_TEMPLATES``, OpenAI CLIP's 80), which
+        its own zero-shot evaluation uses for every model, SigLIP included."""
+        from open_clip import OPENAI_IMAGENET_TEMPLATES
+
+        return [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
+
+    def zeroshot_scoring(self) -> tuple[str, float, float]:
+        """CLIP: ``softmax(s * cos)``; models with a ``logit_bias`` (SigLIP): ``sigmoid(s * cos + b)``;
+        ``s = exp(logit_scale)``, as the model's own ``get_logits`` computes them."""
+        bias = self.logit_bias()
+        return ("softmax", self.logit_scale(), 0.0) if bias is None else ("sigmoid", self.logit_scale(), bias)
 
     def logit_scale(self) -> float:
         """``exp(logit_scale)``: what the model multiplies image-text cosine similarities by."""
