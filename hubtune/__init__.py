@@ -28,6 +28,7 @@ _EXPORTS = {
     "load_backbone": "hubtune.api",
     "pull": "hubtune.api",
     "compute_fingerprint": "hubtune.fingerprint",
+    "compare": "hubtune.compare",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -150,3 +150,7 @@ class ActivationCacheError(HubtuneError, ValueError):
     """The split-point activations would not fit the cache budget."""
 
     exit_code = 2
+
+
+class CompareError(HubtuneError):
+    """Every model given to ``compare`` failed (each row says why)."""

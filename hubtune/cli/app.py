@@ -15,6 +15,7 @@ import click
 
 from hubtune import __version__
 from hubtune.cli.bench import bench
+from hubtune.cli.compare import compare
 from hubtune.cli.demo import demo
 from hubtune.cli.finetune import export_model, finetune
 from hubtune.cli.heads import evaluate, predict, train
@@ -113,7 +114,7 @@ def cli(verbose: int) -> None:
 
 # the commands, one module per group beside this one
 for command in (sources, models, pull, info, demo, extract, export, cache, index_group, search, train, evaluate,
-                predict, bench, merge, finetune, export_model):
+                predict, bench, merge, finetune, export_model, compare):
     cli.add_command(command)
 index_group.add_command(index_build_sharded)
 
