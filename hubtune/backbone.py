@@ -203,7 +203,7 @@ class Backbone(ABC):
 
     def zeroshot_templates(self) -> list[str]:
         """The prompt templates (``"a photo of a {}."``) the model's family publishes for zero-shot
-        classification (sets in :mod:`hubtune.heads.templates`); [] (default): ``--template`` is needed."""
+        classification; [] (the default): ``train --head zeroshot`` then needs ``--template``."""
         return []
 
     def zeroshot_scoring(self) -> tuple[str, float, float]:

@@ -91,6 +91,9 @@ def search(queries: tuple[str, ...], cache_dir: Path | None, ref: str, dataset_n
 
     A QUERY is `row:N` or `key:HEX` (an item of the dataset: no model needed), an image path for an
     image model, or a text for a text model (embedded with the model's query prompt, if it has one).
+    With a text-image model (CLIP, SigLIP) a QUERY that is an image file is embedded by its image
+    tower and any other QUERY by its text tower, whichever tower embedded the dataset: texts search
+    images, images search texts.
     Scores are cosine similarities (higher is nearer), or
     squared L2 distances with --metric l2 (lower is nearer).
     """

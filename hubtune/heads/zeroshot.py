@@ -139,15 +139,16 @@ def build_zeroshot_head(backbone: "Backbone", data: "DatasetVectors", model: dic
     if not chosen:
         raise HeadError(f"{model['ref']} declares no zero-shot templates; give at least one with --template "
                         "'a photo of a {}.' (repeatable)")
-    rows = [i for i, label in enumerate(data.labels) if label is not None]
-    classes = sorted({data.labels[i] for i in rows})
+    labels = [str(label) if label is not None else None for label in data.labels]
+    rows = [i for i, label in enumerate(labels) if label is not None]
+    classes = sorted({str(labels[i]) for i in rows})
     if len(classes) < 2:
         raise HeadError(f"a classifier needs at least two classes (the dataset's labels), the dataset has {classes}")
     scoring, scale, bias = text.zeroshot_scoring()
     head = ZeroShotHead(classes, class_vectors(text, classes, chosen), scoring, float(scale), float(bias), chosen,
                         model, {"options": _plain_options(text), "fingerprint": text.fingerprint("float32")})
     index = {label: i for i, label in enumerate(classes)}
-    y = np.array([index[data.labels[i]] for i in rows])
+    y = np.array([index[str(labels[i])] for i in rows])
     report = metrics(head.probabilities(data.vectors[rows]), y, classes)
     report["majority_baseline"] = float(np.bincount(y, minlength=len(classes)).max() / len(y))
     head.metrics = {"val": report}

@@ -61,9 +61,34 @@ def ensure_index(
     return DatasetIndex(index, tuned, path, data, built)
 
 
+def _image_path(query: str) -> Path | None:
+    """``query`` as an existing image file (by its suffix), else None."""
+    from hubtune.data.folders import IMAGE_SUFFIXES
+
+    path = Path(query).expanduser()
+    return path if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else None
+
+
+def _embed_by_tower(backbone: "Backbone", queries: Sequence[str]) -> "np.ndarray":
+    """A two-tower model's query vectors: an existing image file through its image tower, any other
+    query as text through its text tower (both into the space of the dataset's vectors)."""
+    import numpy as np
+
+    paths = [_image_path(query) for query in queries]
+    out = np.empty((len(queries), backbone.dim), dtype=np.float32)
+    for tower, rows in (("image", [i for i, p in enumerate(paths) if p is not None]),
+                        ("text", [i for i, p in enumerate(paths) if p is None])):
+        if rows:
+            raws = [paths[i].read_bytes() if tower == "image" else queries[i] for i in rows]  # type: ignore[union-attr]
+            out[rows] = backbone.tower_backbone(tower).embed(raws)
+    return out
+
+
 def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader: Any) -> "np.ndarray":
     """Vectors for queries: ``row:N`` or ``key:HEX`` name dataset items (no model needed); other
-    queries are image paths for an image model, or texts for a text model."""
+    queries are image paths for an image model, or texts for a text model. For a two-tower model
+    (CLIP, SigLIP: ``backbone.tower`` is set) an existing image file goes to its image tower and any
+    other query to its text tower, whichever tower embedded the dataset."""
     import numpy as np
 
     rows: list[int | None] = []
@@ -87,6 +112,9 @@ def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader:
             out[i] = data.vectors[row]
     if free:
         backbone: "Backbone" = backbone_loader()
+        if backbone.tower is not None:
+            out[free] = _embed_by_tower(backbone, [queries[i] for i in free])
+            return out
         raw = []
         for i in free:
             if backbone.modality == "image":

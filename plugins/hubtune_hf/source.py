@@ -13,13 +13,17 @@ from hubtune.plugin import (
     Backbone, LoadOptions, ModelInfo, ModelNotFoundError, ModelRefError, PullResult, Source, UnsafeModelError,
 )
 from hubtune_hf.embedded import EMBEDDED_REPO, embedded_files, ensure_seeded
+from hubtune_hf.multimodal import TWO_TOWERS, is_two_tower
 
 IMAGE_MARKERS = ("preprocessor_config.json",)
 TEXT_MARKERS = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
 
 
 def modality_of(folder: Path) -> str:
-    """``image`` when the snapshot has an image processor config, ``text`` when it has a tokenizer."""
+    """``image+text`` for a text-image model (CLIP, SigLIP: ``multimodal.is_two_tower``), else ``image``
+    when the snapshot has an image processor config, ``text`` when it has a tokenizer."""
+    if is_two_tower(folder):
+        return TWO_TOWERS
     if any((folder / name).is_file() for name in IMAGE_MARKERS):
         return "image"
     if any((folder / name).is_file() for name in TEXT_MARKERS):
@@ -93,7 +97,12 @@ class HFSource(Source):
     def load(self, ref: ModelRef, options: LoadOptions) -> Backbone:
         folder, commit = self.resolve(ref, options)
         pinned = ModelRef(self.name, ref.id, commit)
-        if modality_of(folder) == "image":
+        modality = modality_of(folder)
+        if modality == TWO_TOWERS:
+            from hubtune_hf.multimodal import build_two_tower_backbone
+
+            return build_two_tower_backbone(pinned, folder, options)
+        if modality == "image":
             from hubtune_hf.vision import build_vision_backbone
 
             return build_vision_backbone(pinned, folder, options)

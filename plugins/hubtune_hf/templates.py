@@ -1,7 +1,8 @@
 """Zero-shot prompt templates, as data: each set is what a model family's authors publish.
 
 A template holds ``{}`` where the class name goes. ``train --head zeroshot`` uses the set a backbone
-declares (:meth:`hubtune.backbone.Backbone.zeroshot_templates`) unless ``--template`` is given.
+declares (:meth:`hubtune.backbone.Backbone.zeroshot_templates`; the hf text-image backbones pick theirs
+by ``model_type``, ``multimodal.FAMILY_TEMPLATES``) unless ``--template`` is given.
 """
 
 from __future__ import annotations
