@@ -38,6 +38,7 @@ def invoke(*args: str) -> Any:
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
@@ -102,7 +103,7 @@ def test_text_tower_matches_encode_text(repo: str, reference: tuple, figure: Any
     import torch
 
     backbone = load(f"open_clip:hf-hub:{repo}", tower="text")
-    assert (backbone.modality, backbone.tower, backbone.layer, backbone.pool) == ("text", "text", "embedding", "native")
+    assert (backbone.modality, backbone.tower, backbone.layer, backbone.pool) == ("text", "text", "embeds", "native")
     model, _, tokenizer = reference
     with torch.no_grad():
         expected = model.encode_text(tokenizer(TEXTS)).numpy()
@@ -214,7 +215,7 @@ def test_blocks_split_reproduces_the_image_forward(repo: str, rgb_images: list[b
 
     backbone = load(f"open_clip:hf-hub:{repo}")
     split = backbone.blocks()
-    assert [name for name, _ in split.blocks] == ["resblocks.0", "resblocks.1"] and split.layer == "embedding"
+    assert [name for name, _ in split.blocks] == ["resblocks.0", "resblocks.1"] and split.layer == "embeds"
     batch = backbone.to_device(backbone.preprocessor.collate([backbone.preprocessor(x) for x in rgb_images]))
     with torch.no_grad():
         torch.testing.assert_close(split.neck(split.run(split.modules, *split.stem(batch)), None),
@@ -234,7 +235,7 @@ def test_tokens_layers(repo: str, rgb_images: list[bytes]) -> None:
     assert (text.pool, text.dim) == ("mean", 32) and "cls" not in text.layer_pools.names
     with pytest.raises(BackboneOptionError, match="does not apply"):
         load(ref, layer="tokens", tower="text", pool="cls")
-    assert load(ref, pool="native").layers == ["embedding", "tokens"]
+    assert load(ref, pool="native").layers == ["embeds", "tokens"]
 
 
 def test_a_long_text_is_cut_before_tokenising(repo: str) -> None:
@@ -248,7 +249,7 @@ def test_a_long_text_is_cut_before_tokenising(repo: str) -> None:
 def test_models_lists_the_pretrained_table() -> None:
     rows = invoke("models", "--source", "open_clip")
     refs = {row["ref"] for row in rows}
-    assert "open_clip:ViT-B-32@laion2b_s34b_b79k" in refs and all(row["modality"] == "image" for row in rows)
+    assert "open_clip:ViT-B-32@laion2b_s34b_b79k" in refs and all(row["modality"] == "image+text" for row in rows)
     assert not any("coca" in ref for ref in refs)
     only = invoke("models", "open_clip:ViT-B-32@*")
     assert only and all(row["ref"].startswith("open_clip:ViT-B-32@") for row in only)
@@ -309,6 +310,44 @@ def test_siglip_style_models_score_with_a_sigmoid(test_root: Path) -> None:
 def test_the_other_tower_follows_dim_and_refuses_a_token_layer(repo: str) -> None:
     image = load(f"open_clip:hf-hub:{repo}", dim=8)
     text = image.tower_backbone("text")
-    assert (text.layer, text.truncate_dim, text.dim) == ("embedding", 8, 8)
+    assert (text.layer, text.truncate_dim, text.dim) == ("embeds", 8, 8)
     with pytest.raises(BackboneOptionError, match="not in the space"):
         load(f"open_clip:hf-hub:{repo}", layer="tokens").tower_backbone("text")
+
+
+def test_an_architecture_with_a_hub_tokenizer(test_root: Path, tiny_bert_repo: str) -> None:
+    """A config naming a Hugging Face tokenizer (as SigLIP's do): its files come through the safe snapshot
+    and open_clip's own HFTokenizer reads them offline; the text vectors are open_clip's."""
+    import open_clip
+    import torch
+
+    from tests.openclip_fixtures import TINY_CONFIG
+
+    name = "hubtune-tiny-clip-hftok"
+    path = test_root / "build" / "openclip-arch" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text_cfg = {**TINY_CONFIG["text_cfg"], "vocab_size": 30522, "hf_tokenizer_name": tiny_bert_repo, "pool_type": "last"}
+    path.write_text(json.dumps({**TINY_CONFIG, "text_cfg": text_cfg}))
+    open_clip.add_model_config(path)
+    backbone = load(f"open_clip:{name}", weights="random:4", tower="text")
+    config = backbone.preprocess_config
+    assert (config["tokenizer"], config["hf_tokenizer"], len(config["tokenizer_revision"])) == ("HFTokenizer", tiny_bert_repo, 40)
+    torch.manual_seed(4)
+    model = open_clip.create_model(name).eval()
+    with torch.no_grad():
+        expected = model.encode_text(open_clip.get_tokenizer(name)(TEXTS)).numpy()
+    np.testing.assert_allclose(backbone.embed(TEXTS), expected, atol=1e-5)
+
+
+def test_pull_reports_the_pinned_reference(test_root: Path, repo: str) -> None:
+    from hubtune.hfhub import cached_commit
+
+    commit = cached_commit(repo)
+    pulled = invoke("pull", f"open_clip:hf-hub:{repo}")
+    assert (pulled["ref"], pulled["revision"]) == (f"open_clip:hf-hub:{repo}@{commit}", commit)
+    tagged = invoke("pull", register_tiny_tag(test_root))
+    assert tagged["ref"] == f"open_clip:{TINY_ARCH}@{TINY_TAG}/{commit}" and tagged["revision"] == f"{TINY_TAG}/{commit}"
+    with pytest.raises(UnsafeModelError):
+        from hubtune.api import pull
+
+        pull(f"open_clip:hf-hub:{seed_tiny_repo(test_root, BIN_REPO, weights='bin')}")

@@ -1,6 +1,6 @@
 """The backbones of an open_clip model's two towers.
 
-Layers: ``embedding`` (default): the projected embedding, what ``encode_image`` / ``encode_text`` return
+Layers: ``embeds`` (default): the projected embedding, what ``encode_image`` / ``encode_text`` return
 (unnormalised), pooled by the model itself (``native``); ``tokens``: the last block's tokens after the
 final norm, where the tower has them (open_clip's ViT image tower, its own text transformers), pooled
 by hubtune (images: ``cls`` by default; texts: ``mean`` over real tokens; a causal text tower's first
@@ -22,7 +22,7 @@ from hubtune.plugin import (
 from hubtune_openclip.source import Built
 from hubtune_openclip.towers import ImageTower, TextPreprocessor, TextTower, vit_split
 
-EMBEDDING = "embedding"
+EMBEDDING = "embeds"  # the name the hf two-tower adapter gives the same output
 TOKENS_LAYER = "tokens"
 
 
@@ -39,7 +39,7 @@ class OpenClipBackbone(Backbone):
     def tower_backbone(self, tower: str) -> "OpenClipBackbone":
         """The same model's backbone for ``tower`` (``image``/``text``), sharing the loaded weights (nothing is
         loaded or fetched again): the projected embedding, the same ``--dim``, device and precision, so its
-        vectors are in this one's space. Only the ``embedding`` layer is shared by both towers."""
+        vectors are in this one's space. Only the ``embeds`` layer is shared by both towers."""
         if tower == self.modality:
             return self
         if tower not in ("image", "text"):

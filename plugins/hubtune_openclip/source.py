@@ -181,7 +181,7 @@ class OpenClipSource(Source):
             if pattern is not None and not any(fnmatch.fnmatch(text, pattern) for text in (model_id, ref, arch)):
                 continue
             if "multimodal_cfg" not in (oc.get_model_config(arch) or {}):  # CoCa: not embedded with (yet)
-                yield ModelInfo(ref=ref, source=self.name, modality="image")
+                yield ModelInfo(ref=ref, source=self.name, modality="image+text")  # two towers, as the hf source lists them
 
     # -- fetching ----------------------------------------------------------------------------------------
     def _hub_repo(self, target: Target, ref: ModelRef, options: LoadOptions, weights: bool) -> tuple[Path, str]:
