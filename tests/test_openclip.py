@@ -351,3 +351,24 @@ def test_pull_reports_the_pinned_reference(test_root: Path, repo: str) -> None:
         from hubtune.api import pull
 
         pull(f"open_clip:hf-hub:{seed_tiny_repo(test_root, BIN_REPO, weights='bin')}")
+
+
+def test_a_text_query_searches_the_image_vectors(repo: str, reference: tuple, rgb_images: list[bytes],
+                                                tmp_path: Path) -> None:
+    """``search`` over an image dataset embeds a text query with the text tower (open_clip's encode_text)."""
+    import torch
+
+    data, cache = _images(tmp_path / "images", rgb_images), str(tmp_path / "cache")
+    ref = f"open_clip:hf-hub:{repo}"
+    pinned = ["--precision", "fp32", "--device", "cpu"]
+    invoke("extract", ref, str(data), "--cache", cache, "--stored-dtype", "float32", *pinned)
+    hits = invoke("search", "a red fire truck", "--cache", cache, "--model", ref, "--dataset", "images", "-k", "3",
+                  *pinned)[0]
+    invoke("export", "--cache", cache, "--model", ref, "--dataset", "images", "--out", str(tmp_path / "out"))
+    stored = np.load(tmp_path / "out" / "embeddings.npy")
+    model, _, tokenizer = reference
+    with torch.no_grad():
+        query = model.encode_text(tokenizer(["a red fire truck"])).numpy()
+    scores = cosines(np.repeat(query, len(stored), 0), stored)
+    assert [hit["row"] for hit in hits] == np.argsort(-scores, kind="stable")[:3].tolist()
+    np.testing.assert_allclose([hit["score"] for hit in hits], np.sort(scores)[::-1][:3], atol=1e-4)
