@@ -114,6 +114,7 @@ def build_repo(folder: Path, arch: str, pooling: dict[str, Any], dense: list[tup
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     _write(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": width, **pooling})
+    width *= max(1, sum(value is True for key, value in pooling.items() if key.startswith("pooling_mode_")))
     generator = torch.Generator().manual_seed(1)
     for out, bias, activation in dense:
         path = f"{len(modules)}_Dense"
@@ -155,6 +156,8 @@ REPOS: dict[str, dict[str, Any]] = {
                 normalize=False, max_seq_length=16),
     "instructor-style": dict(arch="bert", pooling={"pooling_mode": "mean", "include_prompt": False},
                              prompts={"query": "Represent the question for retrieving documents: "}),
+    "cls-and-mean": dict(arch="bert", pooling={"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True},
+                         dense=[(16, True, "torch.nn.modules.activation.GELU")]),  # concatenated: 64 -> 16
 }
 
 
@@ -199,7 +202,7 @@ def test_every_prompt_matches_encode(repos: dict[str, Path], name: str) -> None:
 def test_pooling_modes_and_pipeline_are_the_repos(repos: dict[str, Path]) -> None:
     expected = {"qwen3-embedding": "lasttoken", "embeddinggemma": "mean", "labse": "cls", "e5": "mean",
                 "weightedmean-left": "weightedmean", "mean-sqrt": "mean_sqrt_len_tokens", "max": "max",
-                "instructor-style": "mean"}
+                "instructor-style": "mean", "cls-and-mean": "cls+mean"}
     for name, pool in expected.items():
         backbone = _load(name)
         assert backbone.pool == pool, name
@@ -236,23 +239,26 @@ def test_dim_equals_encode_truncate_dim(repos: dict[str, Path]) -> None:
         np.testing.assert_allclose(np.linalg.norm(ours, axis=1) < 1.0, True)  # cut after Normalize, not renormalised
 
 
-def test_extract_then_export_stores_the_encode_vectors(repos: dict[str, Path], tmp_path: Path) -> None:
-    """Through the extractor (length-sorted batches, left padding) and the store, at fp32."""
+@pytest.mark.parametrize(("name", "workers"), [("qwen3-embedding", "0"), ("embeddinggemma", "1")])
+def test_extract_then_export_stores_the_encode_vectors(repos: dict[str, Path], tmp_path: Path, name: str,
+                                                       workers: str) -> None:
+    """Through the extractor (length-sorted batches; left padding for the decoder; the default prompt
+    applied in a DataLoader worker for EmbeddingGemma) and the store, at fp32."""
     from click.testing import CliRunner
 
     from hubtune.cli import cli
 
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps({"text": text}) + "\n" for text in TEXTS))
-    runner, cache, ref = CliRunner(), str(tmp_path / "cache"), f"hf:{OWNER}/st-qwen3-embedding"
+    runner, cache, ref = CliRunner(), str(tmp_path / "cache"), f"hf:{OWNER}/st-{name}"
     extracted = runner.invoke(cli, ["extract", ref, str(data), "--cache", cache, "--precision", "fp32",
-                                    "--batch-size", "3", "--json"])
+                                    "--batch-size", "3", "--workers", workers, "--json"])
     assert extracted.exit_code == 0, extracted.output
     exported = runner.invoke(cli, ["export", "--cache", cache, "--model", ref, "--dataset", "texts",
                                    "--out", str(tmp_path / "out"), "--json"])
     assert exported.exit_code == 0, exported.output
     stored = np.load(tmp_path / "out" / "embeddings.npy").astype(np.float32)
-    reference = _st(repos["qwen3-embedding"]).encode(TEXTS)
+    reference = _st(repos[name]).encode(TEXTS)  # EmbeddingGemma's default prompt: document
     assert _cosine(stored, reference).min() >= 1 - 1e-4  # stored as float16: cosine, not elementwise
 
 
@@ -353,8 +359,8 @@ def test_what_is_not_implemented_is_refused_by_name(repos: dict[str, Path], test
         hubtune.load_backbone(_variant(repos, test_root, "pickled", pickled), precision="fp32")
 
 
-def test_a_dense_pipeline_exports_and_reloads_without_hubtune(repos: dict[str, Path], tmp_path: Path) -> None:
-    """LaBSE's shape (cls -> Tanh Dense -> Normalize): the top BERT block fine-tuned, then export-model;
+def test_the_pipeline_exports_and_reloads_without_hubtune(repos: dict[str, Path], tmp_path: Path) -> None:
+    """LaBSE's shape (cls -> Tanh Dense -> Normalize), its top BERT block fine-tuned, then export-model:
     the standalone loader rebuilds the same pipeline and embeds what hubtune embeds."""
     import importlib.util
 
@@ -365,11 +371,10 @@ def test_a_dense_pipeline_exports_and_reloads_without_hubtune(repos: dict[str, P
     from hubtune.finetune.train import TrainConfig
     from hubtune.heads.use import head_backbone, load_head
 
-    ref = f"hf:{OWNER}/st-labse"
     data = tmp_path / "texts.jsonl"
     rows = [{"text": f"{word} {i}", "label": label} for i in range(4) for word, label in (("good", "pos"), ("bad", "neg"))]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    summary = finetune(ref, data, tmp_path / "head", tmp_path / "cache",
+    summary = finetune(f"hf:{OWNER}/st-labse", data, tmp_path / "head", tmp_path / "cache",
                        options=hubtune.LoadOptions(precision="fp32", device="cpu"),
                        config=FinetuneConfig(unfreeze=1, train=TrainConfig(epochs=1, batch_size=4)), progress=False)
     assert summary["trained_blocks"] == ["encoder.layer.1"]
@@ -386,3 +391,53 @@ def test_a_dense_pipeline_exports_and_reloads_without_hubtune(repos: dict[str, P
     with torch.no_grad():
         exported = model.embed(batch["input_ids"], batch["attention_mask"]).numpy()
     np.testing.assert_allclose(exported, backbone.embed(texts), atol=1e-5)
+
+
+def test_a_decoder_pipeline_rebuilds_from_its_recipe(repos: dict[str, Path]) -> None:
+    """Qwen3-Embedding's shape cannot be partially fine-tuned (no block split for decoders: refused by
+    name), but its export recipe rebuilds it: lasttoken over left padding, Normalize, the prompt recorded."""
+    import importlib.util
+
+    import torch
+
+    from hubtune.errors import BackboneOptionError
+
+    backbone = _load("weightedmean-left")
+    with pytest.raises(BackboneOptionError, match="train a head on its frozen vectors"):
+        backbone.blocks()
+    recipe = backbone.export_recipe()
+    spec = importlib.util.spec_from_file_location("rebuild", recipe["loader"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    meta = {**recipe, "modality": "text"}
+    model = module.build(meta).eval()
+    model.load_state_dict(backbone.model.state_dict())
+    assert (meta["prompt"], meta["pool"]) == (QWEN_QUERY, "weightedmean") and meta["prompt_length"] > 0
+    batch = backbone.preprocessor.collate([backbone.preprocessor(text) for text in TEXTS])
+    with torch.no_grad():
+        rebuilt = module.embed(model, meta, (batch["input_ids"], batch["attention_mask"]), None).numpy()
+    np.testing.assert_allclose(rebuilt, backbone.embed(TEXTS, batch_size=len(TEXTS)), atol=1e-5)
+
+
+def test_configs_read_as_sentence_transformers_reads_them(tmp_path: Path) -> None:
+    """Legacy pooling flags (none set: mean; several: concatenated in its order), a one-item mode list,
+    and a Dense config without an activation (Tanh), each next to what sentence-transformers loads."""
+    import torch
+    from safetensors.torch import save_file
+    from sentence_transformers.base.modules import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from hubtune_hf.st_config import read_dense, read_pooling
+
+    for config in ({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False},
+                   {"pooling_mode": ["lasttoken"], "include_prompt": False},
+                   {"pooling_mode_mean_sqrt_len_tokens": True, "pooling_mode_max_tokens": True},
+                   {"pooling_mode": "weightedmean", "pooling_mode_cls_token": True}, {}):
+        (tmp_path / "config.json").write_text(json.dumps({"word_embedding_dimension": 8, **config}))
+        loaded = Pooling.load(str(tmp_path))
+        mode = loaded.pooling_mode if isinstance(loaded.pooling_mode, str) else "+".join(loaded.pooling_mode)
+        assert read_pooling(config, "repo") == (mode, loaded.include_prompt), config
+    dense = tmp_path / "2_Dense"
+    _write(dense / "config.json", {"in_features": 8, "out_features": 4, "bias": True})
+    save_file({"linear.weight": torch.zeros(4, 8), "linear.bias": torch.zeros(4)}, str(dense / "model.safetensors"))
+    assert read_dense(tmp_path, "2_Dense", "repo").activation == type(Dense.load(str(dense)).activation_function).__name__
