@@ -221,6 +221,27 @@ def test_the_towers_have_their_own_fingerprint_and_layers(clip_repo: str, tiny_v
         single.tower_backbone("text")
 
 
+def test_the_image_towers_split_into_blocks_as_their_forward(repos: dict[str, str], png: Any) -> None:
+    """What ``finetune --unfreeze N`` trains the top of: CLIP and SigLIP image towers; SigLIP 2 (patch
+    masks) and text towers are refused with the usual message."""
+    import torch
+
+    from hubtune import load_backbone
+    from hubtune.errors import BackboneOptionError
+
+    for family in ("clip", "siglip"):
+        backbone = load_backbone(f"hf:{repos[family]}", precision="fp32", device="cpu")
+        split = backbone.blocks()
+        assert [name for name, _ in split.blocks] == ["vision_model.encoder.layers.0", "vision_model.encoder.layers.1"]
+        batch = backbone.preprocessor.collate([backbone.preprocessor(image) for image in _images(png)])
+        with torch.no_grad():
+            torch.testing.assert_close(split.full(batch), backbone.forward(batch), rtol=1e-5, atol=1e-6)
+        with pytest.raises(BackboneOptionError, match="cannot be partially fine-tuned"):
+            backbone.tower_backbone("text").blocks()
+    with pytest.raises(BackboneOptionError, match="cannot be partially fine-tuned"):
+        load_backbone(f"hf:{repos['siglip2']}", precision="fp32", device="cpu").blocks()
+
+
 def test_a_clip_repository_no_longer_goes_to_the_vision_adapter(clip_repo: str) -> None:
     """It had ``preprocessor_config.json``, so it was taken for an image model and failed with
     ``ValueError: You have to specify input_ids``."""

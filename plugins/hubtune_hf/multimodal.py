@@ -35,6 +35,7 @@ from hubtune.plugin import (
     POOLED, TEXT_TOKENS, TOKENS, Backbone, BackboneOptionError, ImagePreprocessor, InputError, LayerPools,
     LoadOptions, ModelNotFoundError, ModelRef, Preprocessor, pool_tokens,
 )
+from hubtune_hf.common import encoder_run, load_model
 from hubtune_hf.templates import TEMPLATE_SETS
 
 #: what ``hubtune models`` lists as the modality of a two-tower repository
@@ -198,6 +199,7 @@ class TowerBackbone(Backbone):
         self.tower = self.modality  # a fingerprint field: the two towers' vectors are never mixed up
         self.hidden_index: int | None = None
         self.other: TowerBackbone | None = None
+        self._exact: bool | None = None  # whether the image tower's block split reproduces forward
 
     def pools(self, layer: str) -> LayerPools:
         if layer == EMBEDS:
@@ -260,6 +262,50 @@ class ImageTower(TowerBackbone):
         return self._pool(output.hidden_states[self.hidden_index], batch.get("pixel_attention_mask"))
 
 
+    def blocks(self) -> Any:
+        """CLIP-like (``embeddings -> pre_layrnorm -> layers -> post_layernorm(CLS) -> visual_projection``)
+        and SigLIP-like (``embeddings -> layers -> post_layernorm -> head``) vision towers, at ``embeds``;
+        checked once on a probe against ``forward`` (SigLIP 2's patch masks are not split: refused)."""
+        from hubtune.plugin import BlockSplit
+
+        vision = getattr(self.model, "vision_model", None)
+        layers = getattr(getattr(vision, "encoder", None), "layers", None)
+        if self.layer != EMBEDS or vision is None or layers is None or not hasattr(vision, "embeddings"):
+            return super().blocks()
+        pre, post = getattr(vision, "pre_layrnorm", None), getattr(vision, "post_layernorm", None)
+        if post is None:
+            return super().blocks()
+        head = getattr(vision, "head", None) if getattr(vision, "use_head", True) else None
+        projection = getattr(self.model, "visual_projection", None)
+
+        def stem(batch: dict) -> Any:
+            hidden = vision.embeddings(batch["pixel_values"])
+            return (hidden if pre is None else pre(hidden)), None
+
+        def neck(hidden: Any, mask: Any) -> Any:
+            pooled = post(hidden[:, 0]) if head is None else head(post(hidden))
+            return pooled if projection is None else projection(pooled)
+
+        split = BlockSplit(stem, [(f"vision_model.encoder.layers.{i}", layer) for i, layer in enumerate(layers)],
+                           encoder_run(vision), neck, [m for m in (post, head, projection) if m is not None], EMBEDS)
+        if self._exact is None:
+            self._exact = self._reproduces(split)
+        return split if self._exact else super().blocks()
+
+    def _reproduces(self, split: Any) -> bool:
+        import torch
+
+        batch = self.to_device(self.preprocessor.collate([self.preprocessor(self.probe_item())] * 2))
+        if set(batch) != {"pixel_values"}:
+            return False
+        try:
+            with torch.no_grad():
+                expected, got = self.forward(batch).float(), split.full(batch).float()
+        except Exception:  # a layer that needs more than (hidden, mask): the split does not fit this family
+            return False
+        return got.shape == expected.shape and bool((got - expected).norm() <= 1e-4 * expected.norm() + 1e-6)
+
+
 class TextTower(TowerBackbone):
     modality = "text"
 
@@ -307,8 +353,6 @@ def _padding_matters(model: Any, tokenizer: Any) -> bool:
 
 def build_two_tower_backbone(ref: ModelRef, folder: Path, options: LoadOptions) -> Backbone:
     """The ``options.tower`` tower (default: image) of a text-image repository."""
-    from hubtune_hf.common import load_model
-
     model: Any = load_model(folder, options, f"hf:{ref.id}")
     family = str(getattr(model.config, "model_type", ""))
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
