@@ -279,24 +279,25 @@ class OpenClipSource(Source):
             model = create_architecture(oc, location, what)
             if weights.kind == "default":
                 load_safetensors(oc, model, self._repo_weights(folder, ref), what)
-            tokenizer = oc.get_tokenizer(location)
+            tokenizer = make_tokenizer(oc, location, what)
             loaded, revision = ModelRef(self.name, ref.id, commit), commit
         else:
             model_cfg = oc.get_model_config(target.arch)
-            tokenizer_revision = self._prefetch_hf_parts(model_cfg, options, tokenizer=True).get("tokenizer")
             if target.tag is None and weights.kind == "default":
                 raise self._no_tag(oc, target.arch)
-            if target.tag is not None:
+            fetched = self._tag_weights(target, ref, options) if target.tag is not None else None
+            tokenizer_revision = self._prefetch_hf_parts(model_cfg, options, tokenizer=True).get("tokenizer")
+            if fetched is not None:
                 from open_clip.transform import merge_preprocess_dict
 
-                path, commit = self._tag_weights(target, ref, options)
+                path, commit = fetched
                 model = create_architecture(oc, target.arch, what, force_quick_gelu=target.quick_gelu,
                                             force_preprocess_cfg=merge_preprocess_dict({}, target.preprocess or {}))
                 load_safetensors(oc, model, path, f"open_clip:{target.arch}@{target.tag}")
                 revision = f"{target.tag}/{commit}"
             else:
                 model, revision = create_architecture(oc, target.arch, what), None
-            tokenizer = self._arch_tokenizer(oc, target.arch, model_cfg, tokenizer_revision)
+            tokenizer = make_tokenizer(oc, target.arch, what, tokenizer_revision)
             loaded = ModelRef(self.name, target.arch, revision)
         if weights.kind == "file":
             load_weights_into(model, weights, what)
@@ -304,15 +305,21 @@ class OpenClipSource(Source):
                      transform=image_transform(model), image_config=image_config(model),
                      text_config=text_config(tokenizer, model_cfg, tokenizer_revision))
 
-    def _arch_tokenizer(self, oc: Any, arch: str, model_cfg: dict, revision: str | None) -> Any:
-        if revision is None:  # open_clip's bundled BPE vocabulary: nothing to fetch
-            return oc.get_tokenizer(arch)
-        return oc.get_tokenizer(arch, cache_dir=str(hub_cache_dir()), local_files_only=True, revision=revision)
-
     def load(self, ref: ModelRef, options: LoadOptions) -> Any:
         from hubtune_openclip.backbone import tower_backbone
 
         return tower_backbone(self.build(ref, options), options.tower or "image", options)
+
+
+def make_tokenizer(oc: Any, name: str, what: str, revision: str | None = None) -> Any:
+    """``open_clip.get_tokenizer(name)``; a Hugging Face tokenizer (``revision``: the commit fetched through
+    the safe snapshot) is read from the local hub cache only."""
+    try:
+        if revision is None:  # open_clip's bundled BPE vocabulary, or a local-dir repository's own files
+            return oc.get_tokenizer(name)
+        return oc.get_tokenizer(name, cache_dir=str(hub_cache_dir()), local_files_only=True, revision=revision)
+    except Exception as exc:
+        raise ModelNotFoundError(f"{what}: open_clip could not build its tokenizer: {type(exc).__name__}: {exc}") from exc
 
 
 def image_transform(model: Any) -> Any:
