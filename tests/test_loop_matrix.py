@@ -31,6 +31,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from tests import openclip_fixtures
+
 pytestmark = pytest.mark.slow
 
 HUBTUNE = Path(sys.executable).with_name("hubtune")  # the installed console script
@@ -126,6 +128,9 @@ def _recipes(test_root: Path, tiny_bert_repo: str, tiny_vit_repo: str) -> dict[s
                         timm_seed)],
         "torchvision": [Recipe("torchvision", "torchvision", "torchvision:resnet18", "image", ("layer3", "max"),
                                torchvision_weights, torchvision_seed)],
+        "open_clip": [Recipe("open_clip", "open_clip", openclip_fixtures.MATRIX_REF, "image",
+                             openclip_fixtures.MATRIX_LAYER_POOL, openclip_fixtures.matrix_weights,
+                             lambda: openclip_fixtures.matrix_seed(test_root))],
         "example": [Recipe("example-image", "example", "example:tiny", "image", ("stem", "max"),
                            example_weights("example:tiny")),
                     Recipe("example-text", "example", "example:chars", "text", ("tokens", "cls"),
@@ -133,7 +138,7 @@ def _recipes(test_root: Path, tiny_bert_repo: str, tiny_vit_repo: str) -> dict[s
     }
 
 
-NAMES = ["hf-text", "hf-vision", "timm", "torchvision", "example-image", "example-text"]
+NAMES = ["hf-text", "hf-vision", "timm", "torchvision", "open_clip", "example-image", "example-text"]
 CELLS = ["default", "layer-pool-random", "file"]
 
 
