@@ -2,6 +2,12 @@
 
 Embed data once with any hub backbone, cache the vectors, train small heads on them in seconds.
 Importing this package is cheap: torch, transformers and faiss load only when a model is used.
+
+The Python API: ``embed(model, inputs, cache=...)``, ``Cache(path)`` (``datasets``, ``vectors``,
+``extract``, ``export``, ``verify``, ...), ``train_head(cache, model, dataset, head)`` and
+``load_head(path)`` (heads with ``predict``, ``predict_proba``, ``evaluate``, ``save``), ``compare``,
+``load_backbone``, ``pull``; scikit-learn estimators in :mod:`hubtune.sklearn`. Errors are the
+classes of :mod:`hubtune.errors`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ _EXPORTS = {
     "pull": "hubtune.api",
     "compute_fingerprint": "hubtune.fingerprint",
     "compare": "hubtune.compare",
+    "embed": "hubtune.embedding",
+    "Embedded": "hubtune.embedding",
+    "Cache": "hubtune.cache",
+    "Vectors": "hubtune.cache",
+    "train_head": "hubtune.heads.fit",
+    "load_head": "hubtune.heads.use",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -46,44 +46,15 @@ def train(cache_dir: Path | None, ref: str, dataset_name: str, kind: str, out: P
 
     `--head zeroshot` fits nothing: its classes are the dataset's labels, embedded through the text tower
     of the model that made the vectors; its val_accuracy is its score on every labelled item."""
-    from dataclasses import asdict
-
-    from hubtune.heads.mlp import MLPConfig
-    from hubtune.heads.trained import check_head_folder
-    from hubtune.heads.training import train_head
-    from hubtune.store import EmbeddingStore
-    from hubtune.store.lookup import find_fingerprint, resolved_options
-    from hubtune.store.vectors import load_dataset_vectors
+    from hubtune.heads.fit import train_head, train_report
 
     if templates and kind != "zeroshot":
         raise click.UsageError("--template applies to --head zeroshot only")
-    if kind == "zeroshot":
-        from hubtune.heads.zeroshot import check_templates
-
-        check_templates(templates)
-    check_head_folder(out)
-    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        fingerprint = find_fingerprint(store, ref, dataset_name, options)
-        data = load_dataset_vectors(store, fingerprint, dataset_name)
-        options = resolved_options(store, fingerprint, options)  # what predict must rebuild
-    model = {"ref": ref, "fingerprint": fingerprint, "options": asdict(options)}
-    head: Any
-    if kind == "zeroshot":
-        from hubtune.heads.zeroshot import build_zeroshot_head, vectors_backbone
-
-        head = build_zeroshot_head(vectors_backbone(ref, options, fingerprint), data, model, templates)
-    else:
-        head = train_head(data, kind, model, normalisation=normalise, balanced=balanced, C=c_value, k=k,
-                          temperature=temperature, mlp_config=MLPConfig(hidden=hidden, epochs=epochs))
-    head.save(out)
-    val = head.metrics["val"]
-    result = {"head": kind, "classes": head.classes, "val_accuracy": val["accuracy"],
-              "balanced_accuracy": val["balanced_accuracy"], "top5": val["top5"],
-              "majority_baseline": val["majority_baseline"], "path": str(out), **(
-                  {"C": head.hyperparameters["C"]} if kind == "linear" else {}), **(
-                  {"templates": len(head.templates), "scoring": head.scoring} if kind == "zeroshot" else {})}
-    emit(result, as_json, lambda d: print_table([d], ["head", "val_accuracy", "balanced_accuracy",
-                                                      "majority_baseline", "path"]))
+    head = train_head(resolve_cache(cache_dir), ref, dataset_name, kind, out=out, normalise=normalise,
+                      balanced=balanced, C=c_value, k=k, temperature=temperature, hidden=hidden, epochs=epochs,
+                      templates=templates, options=options)
+    emit(train_report(head, out), as_json, lambda d: print_table([d], ["head", "val_accuracy", "balanced_accuracy",
+                                                                        "majority_baseline", "path"]))
 
 
 @click.command("eval")
@@ -95,9 +66,8 @@ def evaluate(head_dir: Path, data: Path, cache_dir: Path | None, as_json: bool) 
     """Score the head in HEAD_DIR on labelled DATA (embedded through the cache with the head's backbone;
     a fine-tuned head runs its frozen prefix through the cache, then its trained top)."""
     from hubtune.heads.use import load_head
-    from hubtune.heads.use import evaluate as run
 
-    report = run(load_head(head_dir), data, resolve_cache(cache_dir))
+    report = load_head(head_dir, resolve_cache(cache_dir)).evaluate(data)
     emit(report, as_json, lambda d: print_table([d], ["n", "accuracy", "balanced_accuracy", "top5", "skipped"]))
 
 
@@ -111,5 +81,6 @@ def predict(head_dir: Path, inputs: tuple[str, ...], cache_dir: Path | None, as_
     from hubtune.heads.use import load_head
     from hubtune.heads.use import predict as run
 
-    rows = run(load_head(head_dir), list(inputs), resolve_cache(cache_dir))
+    cache = resolve_cache(cache_dir)
+    rows = run(load_head(head_dir, cache), list(inputs), cache)
     emit(rows, as_json, lambda d: print_table(d, ["input", "label", "score"]))

@@ -54,25 +54,21 @@ def extract(ref: str, data: Path, cache_dir: Path | None, dataset_name: str | No
     train/val/test), or a .jsonl/.csv/.tsv file with a `text` or `path` column and optional `label`
     and `split`. Unreadable items are recorded with their reason and do not stop the run.
     """
-    from dataclasses import replace
-
+    from hubtune.cache import Cache
+    from hubtune.extract import TooManyFailures
     from hubtune.extract.options import ExtractOptions
 
-    run = ExtractOptions(options=options, dataset_name=dataset_name, batch_size=batch_size, stored_dtype=stored_dtype,
-                         max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress,
-                         streams=streams)
     if scale["engine"] != "local":
+        run = ExtractOptions(options=options, dataset_name=dataset_name, batch_size=batch_size,
+                             stored_dtype=stored_dtype, max_failures=max_failures, refresh=refresh,
+                             compile=compile_model, progress=progress, streams=streams)
         return extract_on_engine(scale, ref, data, cache_dir, run, workers=workers, shard=shard, as_json=as_json)
-    from hubtune.data import open_dataset
-    from hubtune.extract import TooManyFailures
-    from hubtune.extract import extract as run_extract
-    from hubtune.store import EmbeddingStore
-
-    dataset = open_dataset(data)
-    try:
-        with EmbeddingStore(resolve_cache(cache_dir)) as store:
-            summary = run_extract(ref, dataset, store, replace(run, workers=resolve_workers(workers, dataset.modality)),
-                                  shard=_shard(shard))
+    try:  # --workers auto is resolved by the dataset's kind, which Cache.extract knows
+        summary = Cache(resolve_cache(cache_dir)).extract(
+            ref, data, dataset_name, options=options, batch_size=batch_size,
+            workers="auto" if workers == "auto" else resolve_workers(workers, "image"), stored_dtype=stored_dtype,
+            max_failures=max_failures, refresh=refresh, compile=compile_model, progress=progress, streams=streams,
+            shard=_shard(shard))
     except TooManyFailures as exc:  # the summary is still the run's report (and --json's one document)
         _report(exc.summary, cache_dir, as_json)
         raise
@@ -106,13 +102,9 @@ def export(cache_dir: Path | None, ref: str, dataset_name: str, out: Path, store
     Vectors stream through in 8 MB pieces (memory stays flat) with every block's CRC32 checked, and
     each file is renamed into place only when complete: a failed export leaves the previous files.
     """
-    from hubtune.store import EmbeddingStore
-    from hubtune.store.lookup import find_fingerprint
-    from hubtune.store.vectors import export_dataset
+    from hubtune.cache import Cache
 
-    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        fingerprint = find_fingerprint(store, ref, dataset_name, options, stored_dtype)
-        result = export_dataset(store, fingerprint, dataset_name, out)
+    result = Cache(resolve_cache(cache_dir)).export(ref, dataset_name, out, stored_dtype=stored_dtype, options=options)
     emit(result, as_json, lambda row: print_table([row], ["rows", "dim", "missing", "fingerprint", "path"]))
 
 
@@ -126,23 +118,11 @@ def cache() -> None:
 @json_option
 def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
     """Fingerprints with their model, options, vector count and bytes, and the datasets."""
-    from hubtune.store import EmbeddingStore
+    from hubtune.cache import Cache
 
-    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        rows = []
-        for fingerprint, meta in store.fingerprints().items():
-            fields = meta["fields"]
-            count = store.count(fingerprint)
-            itemsize = 2 if meta["dtype"] == "float16" else 4
-            rows.append({
-                "fingerprint": fingerprint, "model": f"{fields['source']}:{fields['model']}",
-                "revision": fields["revision"], "layer": fields["layer"], "pool": fields["pool"],
-                "precision": fields["precision"], "dtype": meta["dtype"], "dim": meta["dim"],
-                "vectors": count, "bytes": count * meta["dim"] * itemsize,
-                "errors": len(store.errors(fingerprint)),
-            })
-        datasets = [{"name": name, "items": len(manifest["keys"])} for name, manifest in store.manifests()]
-    data = {"fingerprints": rows, "datasets": datasets}
+    cache = Cache(resolve_cache(cache_dir))
+    data = {"fingerprints": cache.fingerprints(),
+            "datasets": [{"name": entry.name, "items": entry.items} for entry in cache.datasets()]}
 
     def table(d: dict) -> None:
         print_table(d["fingerprints"], ["fingerprint", "model", "layer", "pool", "precision", "dtype", "dim",
@@ -157,10 +137,9 @@ def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
 @json_option
 def cache_verify(cache_dir: Path | None, as_json: bool) -> None:
     """Check every vector block's CRC and that every manifest points at present vectors; exit 1 on damage."""
-    from hubtune.store import EmbeddingStore
+    from hubtune.cache import Cache
 
-    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        report = store.verify()
+    report = Cache(resolve_cache(cache_dir)).verify()
     data = {"ok": report.ok, "blocks": report.blocks, "vectors": report.vectors, "manifests": report.manifests,
             "problems": report.problems}
 
@@ -182,29 +161,10 @@ def cache_verify(cache_dir: Path | None, as_json: bool) -> None:
 @json_option
 def cache_errors(cache_dir: Path | None, fingerprint: str | None, dataset_name: str | None, as_json: bool) -> None:
     """Items that could not be embedded, with the reason."""
-    from hubtune.store import EmbeddingStore
+    from hubtune.cache import Cache
 
-    with EmbeddingStore(resolve_cache(cache_dir), readonly=True) as store:
-        own = None if dataset_name is None else _origins_by_key(store.manifest(dataset_name))
-        rows = [
-            {"fingerprint": fp, "key": key.hex(), "origin": origin, "reason": record.get("reason")}
-            for fp in ([fingerprint] if fingerprint else store.fingerprints())
-            for key, record in store.errors(fp).items()
-            for origin in (own.get(key.hex(), []) if own is not None else [record.get("origin")])
-        ]
+    rows = Cache(resolve_cache(cache_dir)).errors(fingerprint=fingerprint, dataset=dataset_name)
     emit(rows, as_json, lambda d: print_table(d, ["origin", "reason", "fingerprint"], f"{len(d)} failed items"))
-
-
-def _origins_by_key(manifest: dict[str, list]) -> dict[str, list[str]]:
-    """A dataset's files by content key, to show a failed item by the dataset's own files.
-
-    An error record is shared by every file with the same bytes, in any dataset, and keeps the
-    origin of the first one to fail, which may be another dataset's file.
-    """
-    origins: dict[str, list[str]] = {}
-    for key, origin in zip(manifest["keys"], manifest["origins"]):
-        origins.setdefault(key, []).append(origin)
-    return origins
 
 
 @cache.command("prune")
@@ -214,15 +174,9 @@ def _origins_by_key(manifest: dict[str, list]) -> dict[str, list[str]]:
 @json_option
 def cache_prune(cache_dir: Path | None, fingerprint: str | None, dataset_name: str | None, as_json: bool) -> None:
     """Drop a fingerprint (its vectors and error records) or a dataset manifest, and their FAISS indexes."""
-    from hubtune.index import INDEX_FOLDER, remove_indexes
-    from hubtune.store import EmbeddingStore
+    from hubtune.cache import Cache
 
     if fingerprint is None and dataset_name is None:
         raise click.UsageError("say what to drop: --fingerprint FP and/or --dataset NAME (see `hubtune cache ls`)")
-    with EmbeddingStore(resolve_cache(cache_dir)) as store:
-        removed = store.prune(fingerprint=fingerprint, dataset=dataset_name)
-    folder = resolve_cache(cache_dir) / INDEX_FOLDER
-    indexes = [*([] if fingerprint is None else remove_indexes(folder, fingerprint=fingerprint.lower())),
-               *([] if dataset_name is None else remove_indexes(folder, dataset=dataset_name))]
-    emit({"removed": removed, "indexes": [str(path) for path in indexes]}, as_json,
-         lambda d: click.echo(f"removed {d['removed']} entries and {len(d['indexes'])} index files"))
+    result = Cache(resolve_cache(cache_dir)).prune(fingerprint=fingerprint, dataset=dataset_name)
+    emit(result, as_json, lambda d: click.echo(f"removed {d['removed']} entries and {len(d['indexes'])} index files"))

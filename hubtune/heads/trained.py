@@ -18,6 +18,7 @@ from hubtune.atomic import atomic_write
 from hubtune.errors import HeadError
 from hubtune.heads import knn, linear, mlp
 from hubtune.heads.features import Normaliser
+from hubtune.heads.protocol import HeadMethods
 
 HEAD_KINDS = ("linear", "mlp", "knn")
 FORMAT = 1
@@ -48,7 +49,9 @@ def write_head_files(folder: str | Path, write_tensors: Callable[[str], object],
 
 
 @dataclass
-class TrainedHead:
+class TrainedHead(HeadMethods):
+    """A linear, mlp or knn head on frozen vectors (``predict``, ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
+
     kind: str
     classes: list[str]
     normaliser: Normaliser
@@ -56,6 +59,15 @@ class TrainedHead:
     hyperparameters: dict[str, Any]
     model: dict[str, Any]  # ref, options and fingerprint of the vectors
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """The width of the vectors the head reads."""
+        if self.kind == "linear":
+            return int(self.tensors["weight"].shape[0])
+        if self.kind == "knn":
+            return int(self.tensors["train"].shape[1])
+        return int(self.tensors["mlp.0.weight"].shape[1])
 
     def probabilities(self, vectors: np.ndarray, fingerprint: str | None = None) -> np.ndarray:
         """``(N, classes)`` class probabilities for backbone vectors of ``fingerprint``."""

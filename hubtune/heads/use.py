@@ -1,40 +1,50 @@
-"""Using a saved head on new inputs: its backbone, the same cache, the same fingerprint."""
+"""Using a saved head on new inputs: its backbone, the same cache, the same fingerprint.
+
+What ``hubtune predict`` and ``hubtune eval`` run, and what a head's Python methods
+(:class:`hubtune.heads.protocol.HeadMethods`) run: raw inputs are embedded by
+:mod:`hubtune.embedding` (through the store when there is one, keyed as ``extract`` keys them).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
 from hubtune.backbone import Backbone, LoadOptions
-from hubtune.data import content_key
-from hubtune.errors import HeadError, InputError
+from hubtune.embedding import Settings, embed_items, shown, to_items
+from hubtune.errors import HeadError
 from hubtune.heads.features import metrics
-from hubtune.heads.protocol import Head
+from hubtune.heads.protocol import Head, HeadMethods
 from hubtune.heads.trained import TrainedHead
-from hubtune.store import EmbeddingStore
 
 logger = logging.getLogger("hubtune")
 
 
-def load_head(folder: str | Path) -> Head:
-    """A saved head folder: a head on frozen vectors, a zero-shot head (class vectors from a text tower)
-    or a fine-tuned top (``hubtune finetune``)."""
+def load_head(folder: str | os.PathLike[str], cache: "str | os.PathLike[str] | None" = None) -> HeadMethods:
+    """The head saved in ``folder``: a head on frozen vectors (linear, mlp, knn), a zero-shot head (class
+    vectors from a text tower) or a fine-tuned top (``hubtune finetune``). ``cache`` (a folder or a
+    :class:`hubtune.Cache`; None: no store) is what its methods embed raw inputs through."""
     import json
 
     manifest = Path(folder) / "head.json"
     kind = json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
+    head: HeadMethods
     if kind == "finetune":
-        from hubtune.finetune.saved import FinetunedHead
+        from hubtune.heads.finetuned import LoadedFinetunedHead
 
-        return FinetunedHead.load(folder)
-    if kind == "zeroshot":
+        head = cast(HeadMethods, LoadedFinetunedHead.load(Path(folder)))
+    elif kind == "zeroshot":
         from hubtune.heads.zeroshot import ZeroShotHead
 
-        return ZeroShotHead.load(folder)
-    return TrainedHead.load(folder)
+        head = ZeroShotHead.load(Path(folder))
+    else:
+        head = TrainedHead.load(Path(folder))
+    head.cache = cache
+    return head
 
 
 def head_backbone(head: Head, **overrides: Any) -> Backbone:
@@ -57,71 +67,99 @@ def head_backbone(head: Head, **overrides: Any) -> Backbone:
     )
 
 
+def _backbone(head: Head) -> Backbone:
+    """The head's backbone: kept on the head when it keeps one (HeadMethods), else loaded for the call."""
+    return head.backbone() if isinstance(head, HeadMethods) else head_backbone(head)
+
+
 def stored_dtype(head: Head, backbone: Backbone) -> str:
     return "float16" if backbone.fingerprint("float16") == head.model["fingerprint"] else "float32"
 
 
-def embed_through_store(store: EmbeddingStore, backbone: Backbone, dtype: str, raws: Sequence[Any],
-                        names: Sequence[str]) -> np.ndarray:
-    """Vectors for raw inputs, reusing cached ones and caching the rest (keyed by content hash).
-
-    An input the preprocessor refuses stops the call with every such input's name and reason.
-    """
-    fingerprint = backbone.fingerprint(dtype)
-    keys = [content_key(raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)) for raw in raws]
-    present = store.has(fingerprint, keys)
-    missing = [i for i, has in enumerate(present) if not has]
-    if missing:
-        samples = backbone.preprocessor.prepare_many([raws[i] for i in missing])
-        bad = [f"{names[i]!r}: {sample}" for i, sample in zip(missing, samples) if isinstance(sample, InputError)]
-        if bad:
-            raise HeadError(f"{len(bad)} of the inputs cannot be embedded: " + "; ".join(bad))
-        vectors = backbone.embed_samples(samples).astype(dtype)
-        store.register(fingerprint, backbone.fingerprint_fields(dtype), backbone.dim, dtype)
-        store.put_batch(fingerprint, [keys[i] for i in missing], vectors)
-    return store.get(fingerprint, keys)
+def given_vectors(head: Head, inputs: Any) -> np.ndarray | None:
+    """``inputs`` as float32 vectors when they are a 2-D numeric array (checked against the head's width)."""
+    if not isinstance(inputs, np.ndarray) or inputs.dtype.kind not in "fiu":
+        return None
+    if inputs.ndim != 2:
+        raise HeadError(f"vectors must be a 2-D array (inputs, dim), got shape {inputs.shape}")
+    dim = getattr(head, "dim", None)
+    if dim is not None and inputs.shape[1] != dim:
+        raise HeadError(f"the head reads {dim}-d vectors, the array has {inputs.shape[1]} columns")
+    return inputs.astype(np.float32, copy=False)
 
 
-def predict(head: Head, inputs: Sequence[str], cache: Path) -> list[dict[str, Any]]:
-    """``{input, label, score}`` per input (a text, or an image path for an image model)."""
-    backbone = head_backbone(head)
-    raws: list[Any] = []
-    for text in inputs:
-        if backbone.modality == "image":
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise HeadError(f"{text!r}: an image head predicts from image paths, and there is no such file")
-            raws.append(path.read_bytes())
-        else:
-            raws.append(text)
-    with EmbeddingStore(cache) as store:
-        vectors = embed_through_store(store, backbone, stored_dtype(head, backbone), raws, inputs)
-    probabilities = head.probabilities(vectors, head.model["fingerprint"])
+def embed_for(head: Head, inputs: Sequence[Any], cache: "str | os.PathLike[str] | None") -> np.ndarray:
+    """Vectors of raw inputs by the head's backbone, through ``cache`` when given (keyed by content, as
+    ``extract`` keys them); without one rounded to the stored dtype the head was trained on. An input
+    that cannot be embedded stops the call with every such input's name and reason."""
+    backbone = _backbone(head)
+    dtype = stored_dtype(head, backbone)
+    values = list(inputs)
+    items, failed = to_items(values, backbone.modality)
+    names = [shown(value) for value in values]
+    vectors, failed = embed_items(items, names, failed, lambda: backbone, cache, None, Settings(stored_dtype=dtype))
+    if failed:
+        raise HeadError(f"{len(failed)} of the inputs cannot be embedded: "
+                        + "; ".join(f"{failure.input}: {failure.reason}" for failure in failed))
+    return vectors if cache is not None else vectors.astype(dtype).astype(np.float32)
+
+
+def head_probabilities(head: Head, inputs: Any, cache: "str | os.PathLike[str] | None") -> np.ndarray:
+    """``(N, classes)`` for raw inputs or for vectors already embedded (see :class:`HeadMethods`)."""
+    vectors = given_vectors(head, inputs)
+    if vectors is not None:
+        if head.kind == "finetune":
+            _backbone(head)  # binds the trained top
+        return head.probabilities(vectors)
+    if isinstance(inputs, (str, bytes, Path)):
+        raise HeadError("give the inputs as a list (or an array of vectors), not a single input")
+    return head.probabilities(embed_for(head, inputs, cache), head.model["fingerprint"])
+
+
+def predict(head: Head, inputs: Sequence[str], cache: "str | os.PathLike[str] | None") -> list[dict[str, Any]]:
+    """``{input, label, score}`` per input (a text, or an image path for an image model): ``hubtune predict``."""
+    probabilities = head_probabilities(head, list(inputs), cache)
     return [
         {"input": text, "label": head.classes[int(p.argmax())], "score": round(float(p.max()), 6)}
         for text, p in zip(inputs, probabilities)
     ]
 
 
-def evaluate(head: Head, data: str | Path, cache: Path, batch_size: int = 64) -> dict[str, Any]:
-    """Extract ``data`` through the cache with the head's backbone, then score the head on it."""
+def evaluate(head: Head, data: str | os.PathLike[str], cache: "str | os.PathLike[str] | None",
+             batch_size: int = 64) -> dict[str, Any]:
+    """Embed ``data`` through the cache with the head's backbone (recorded there as ``eval-NAME``; without
+    a cache, through a scratch store), then score the head on it: ``hubtune eval``."""
+    if cache is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="hubtune-eval-") as scratch:
+            return evaluate(head, data, scratch, batch_size)
     from hubtune.data import open_dataset
-    from hubtune.extract import extract
+    from hubtune.embedding import vectors_by_key
+    from hubtune.errors import DatasetError
+    from hubtune.extract.run import known_modality, manifest_of
+    from hubtune.store import EmbeddingStore
     from hubtune.store.vectors import load_dataset_vectors
 
-    backbone = head_backbone(head)
-    dtype = stored_dtype(head, backbone)
-    dataset = open_dataset(data)
-    name = f"eval-{dataset.location.stem}"
-    with EmbeddingStore(cache) as store:
-        extract(head.model["ref"], dataset, store, dataset_name=name, backbone=backbone, batch_size=batch_size,
-                stored_dtype=dtype, progress=False)
+    backbone = _backbone(head)
+    dataset = open_dataset(Path(data))
+    if known_modality(dataset) not in (None, backbone.modality):
+        raise DatasetError(f"{dataset.location} holds {dataset.modality}s but the head's model "
+                           f"{head.model['ref']} embeds {backbone.modality}s")
+    name = dataset.name(f"eval-{dataset.location.stem}")
+    items = dataset.items()
+    unique = list({item.key: item for item in items}.values())
+    settings = Settings(stored_dtype=stored_dtype(head, backbone), batch_size=batch_size)
+    with EmbeddingStore(Path(cache)) as store:
+        # no request memo: the head's backbone (a fine-tuned prefix, say) is not what its options load
+        vectors_by_key(unique, lambda: backbone, store, None, settings)
+        store.put_manifest(name, manifest_of(items))  # recorded last, as extract does
         vectors = load_dataset_vectors(store, head.model["fingerprint"], name)
     known = {label: i for i, label in enumerate(head.classes)}
     rows = [i for i, label in enumerate(vectors.labels) if label in known]
     if not rows:
         raise HeadError(f"no item of {data} has a label the head knows ({', '.join(head.classes)})")
-    y = np.array([known[vectors.labels[i]] for i in rows])
+    y = np.array([known[str(vectors.labels[i])] for i in rows])
     report = metrics(head.probabilities(vectors.vectors[rows], head.model["fingerprint"]), y, head.classes)
     report["skipped"] = len(vectors.labels) - len(rows) + vectors.missing
     unknown = [label for label in vectors.labels if label is not None and label not in known]

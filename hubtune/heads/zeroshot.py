@@ -24,6 +24,7 @@ import numpy as np
 
 from hubtune.errors import BackboneOptionError, HeadError, TowerError
 from hubtune.heads.features import metrics
+from hubtune.heads.protocol import HeadMethods
 from hubtune.heads.trained import write_head_files
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ def class_vectors(text: "Backbone", classes: Sequence[str], templates: Sequence[
 
 
 @dataclass
-class ZeroShotHead:
-    """Class vectors from the text tower, scored against the data tower's vectors."""
+class ZeroShotHead(HeadMethods):
+    """Class vectors from the text tower, scored against the data tower's vectors (``predict``,
+    ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
 
     classes: list[str]
     weight: np.ndarray  # (classes, dim) float32, unit rows
@@ -71,6 +73,11 @@ class ZeroShotHead:
     text_model: dict[str, Any] = field(default_factory=dict)  # the text tower's options and fingerprint
     metrics: dict[str, Any] = field(default_factory=dict)
     kind: str = KIND
+
+    @property
+    def dim(self) -> int:
+        """The width of the vectors the head reads (the data tower's)."""
+        return int(self.weight.shape[1])
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         return self.scale * (_unit(vectors) @ self.weight.astype(np.float64).T) + self.bias  # (N, classes)
