@@ -78,6 +78,9 @@ class Cache:
     def __fspath__(self) -> str:
         return str(self.path)
 
+    def __str__(self) -> str:
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
 

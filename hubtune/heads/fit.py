@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 KINDS = ("linear", "mlp", "knn", "zeroshot")
 
 
-def _check(head: str, C: float | None, k: int, temperature: float, hidden: int, epochs: int,
+def check_hyperparameters(head: str, C: float | None, k: int, temperature: float, hidden: int, epochs: int,
            templates: Sequence[str]) -> None:
     """The hyperparameters ``hubtune train``'s options accept, refused before any work."""
     if head not in KINDS:
@@ -68,7 +68,7 @@ def train_head(cache: "str | os.PathLike[str] | None", model: str, dataset: str,
     from hubtune.store.lookup import find_fingerprint, resolved_options
     from hubtune.store.vectors import load_dataset_vectors
 
-    _check(head, C, k, temperature, hidden, epochs, templates)
+    check_hyperparameters(head, C, k, temperature, hidden, epochs, templates)
     chosen = load_options(options, model_options, "train_head")
     if out is not None:
         check_head_folder(Path(out))

@@ -1,0 +1,211 @@
+"""The Python API (``hubtune.embed``, ``hubtune.Cache``, ``hubtune.train_head`` / ``load_head`` and the
+head methods) gives what the CLI gives for the same inputs, its errors are hubtune errors, and
+``import hubtune`` stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hubtune
+from hubtune.errors import FingerprintLookupError, HeadError, HubtuneError, InputError
+
+TEXT = "hf:sentence-transformers/all-MiniLM-L6-v2"
+IMAGE = "timm:test_resnet"
+FP32 = {"precision": "fp32"}
+POSITIVE = ["wonderful", "delightful", "excellent", "superb", "lovely", "brilliant", "joyful", "fantastic"]
+NEGATIVE = ["awful", "terrible", "horrible", "dreadful", "miserable", "disgusting", "nasty", "tragic"]
+
+
+def cli(*args: str) -> object:
+    """The CLI in this process (the click command itself), ``--json`` appended; its parsed output."""
+    from click.testing import CliRunner
+
+    from hubtune.cli import cli as group
+
+    result = CliRunner().invoke(group, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory) -> dict:
+    """A labelled word table extracted by ``hubtune extract`` (fp32) into a store, and exported."""
+    folder = tmp_path_factory.mktemp("words")
+    table = folder / "words.jsonl"
+    rows = [{"text": w, "label": label} for ws, label in ((POSITIVE, "pos"), (NEGATIVE, "neg")) for w in ws]
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cache = folder / "cache"
+    cli("extract", TEXT, str(table), "--cache", str(cache), "--precision", "fp32", "--no-progress")
+    cli("export", "--cache", str(cache), "--model", TEXT, "--dataset", "words", "--out", str(folder / "export"))
+    exported = np.load(folder / "export" / "embeddings.npy")
+    items = [json.loads(line) for line in (folder / "export" / "items.jsonl").read_text().splitlines()]
+    return {"folder": folder, "table": table, "cache": cache, "texts": [row["text"] for row in rows],
+            "exported": exported, "items": items}
+
+
+def test_import_hubtune_loads_no_heavy_library_and_exports_the_api() -> None:
+    code = ("import sys, hubtune\n"
+            "names = ['embed', 'Embedded', 'Cache', 'Vectors', 'train_head', 'load_head', 'compare']\n"
+            "assert all(name in hubtune.__all__ for name in names), hubtune.__all__\n"
+            "hubtune.Cache, hubtune.embed, hubtune.Vectors  # resolving these imports no model library either\n"
+            "print([m for m in ('torch', 'transformers', 'faiss', 'numpy', 'sklearn') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_embed_and_cache_vectors_equal_extract_and_export(words: dict, tmp_path: Path, monkeypatch) -> None:
+    cache = hubtune.Cache(words["cache"])
+    vectors = cache.vectors(TEXT, "words")
+    np.testing.assert_array_equal(vectors.array, words["exported"])
+    assert [{"key": k, "label": lab, "split": s, "origin": o} for k, lab, s, o in
+            zip(vectors.keys, vectors.labels, vectors.splits, vectors.origins)] == words["items"]
+    assert vectors.fingerprint == cache.fingerprint(TEXT, "words") and vectors.dim == 384 and vectors.missing == 0
+
+    import hubtune.api as api_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the store holds every input: no model should load")
+
+    with monkeypatch.context() as patch:  # the same request as extract's: answered from the store
+        patch.setattr(api_module, "load_backbone", no_model)
+        reordered = hubtune.embed(TEXT, words["texts"][::-1], cache=cache, **FP32)
+        from_table = hubtune.embed(TEXT, words["table"], cache=words["cache"], **FP32)
+    assert reordered.dtype == np.float32
+    np.testing.assert_array_equal(reordered, words["exported"][::-1])
+    np.testing.assert_array_equal(from_table, words["exported"])
+
+    fresh = tmp_path / "fresh"  # filled by embed: the keys and fingerprint extract uses
+    np.testing.assert_allclose(hubtune.embed(TEXT, words["texts"], cache=fresh, **FP32), words["exported"], atol=2e-3)
+    summary = hubtune.Cache(fresh).extract(TEXT, words["table"], **FP32)
+    assert summary.computed == 0 and summary.cached == len(words["texts"])
+    assert summary.fingerprint == vectors.fingerprint
+
+    plain = hubtune.embed(TEXT, words["texts"][:3], **FP32)  # no store: float32 straight from the model
+    np.testing.assert_allclose(plain, words["exported"][:3], atol=2e-3)
+    np.testing.assert_allclose(plain, hubtune.load_backbone(TEXT, **FP32).embed(words["texts"][:3]), atol=1e-5)
+
+
+def test_embed_images_as_paths_bytes_and_pil_through_the_store(make_image_folder, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = make_image_folder(tmp_path / "pics", per_class=3)
+    cache = hubtune.Cache(tmp_path / "cache")
+    options = {"weights": "random:5", "device": "cpu", **FP32}
+    cache.extract(IMAGE, folder, **options)
+    stored = cache.vectors(IMAGE, "pics", **options)
+    files = [Path(origin) for origin in stored.origins]
+    np.testing.assert_array_equal(hubtune.embed(IMAGE, files, cache=cache, **options), stored.array)
+    np.testing.assert_array_equal(hubtune.embed(IMAGE, [str(f) for f in files], cache=cache, **options), stored.array)
+    np.testing.assert_array_equal(hubtune.embed(IMAGE, [f.read_bytes() for f in files], cache=cache, **options),
+                                  stored.array)  # bytes are keyed as the files are: read from the store
+    pil = hubtune.embed(IMAGE, [Image.open(f) for f in files], cache=cache, **options)
+    np.testing.assert_allclose(pil, stored.array, rtol=1e-2, atol=1e-2)  # the same pixels, under their own key
+    np.testing.assert_allclose(hubtune.embed(IMAGE, files, **options), stored.array, rtol=1e-2, atol=1e-2)
+
+
+def test_bad_inputs_raise_one_error_naming_each_or_are_skipped(words: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError) as raised:
+        hubtune.embed(TEXT, ["fine", "", 3, "  ", "good"], cache=cache, **FP32)
+    message = str(raised.value)
+    assert message.startswith("3 of the 5 inputs cannot be embedded")
+    assert "#1 '': empty text" in message and "#2 3: a text model takes texts, got int" in message
+    assert "#3 '  ': empty text" in message
+    assert [failure.index for failure in raised.value.failures] == [1, 2, 3]
+    vectors, failed = hubtune.embed(TEXT, ["fine", "", 3, "  ", "good"], cache=cache, errors="skip", **FP32)
+    assert vectors.shape == (5, 384) and [f.index for f in failed] == [1, 2, 3]
+    assert np.isnan(vectors[[1, 2, 3]]).all() and np.isfinite(vectors[[0, 4]]).all()
+    assert {row["reason"] for row in hubtune.Cache(cache).errors()} == {"empty text"}  # recorded as extract records
+
+    image = tmp_path / "ok.png"
+    image.write_bytes(_png_bytes())
+    options = {"weights": "random:5", "device": "cpu", **FP32}
+    with pytest.raises(InputError) as raised:
+        hubtune.embed(IMAGE, [image, tmp_path / "missing.png", b"not an image"], **options)
+    assert "#1 " in str(raised.value) and "no such file" in str(raised.value)
+    assert "#2 <12 bytes>: not an image" in str(raised.value)
+    assert isinstance(raised.value, HubtuneError) and isinstance(raised.value, ValueError)
+
+
+def test_options_are_checked_by_name(words: dict) -> None:
+    with pytest.raises(TypeError, match="'colour'"):
+        hubtune.embed(TEXT, ["a"], colour="red")
+    with pytest.raises(TypeError, match="'bogus'"):
+        hubtune.Cache(words["cache"]).vectors(TEXT, "words", bogus=1)
+    with pytest.raises(TypeError, match="'nope'"):
+        hubtune.train_head(words["cache"], TEXT, "words", nope=True)
+    with pytest.raises(FingerprintLookupError):  # a hubtune error, never SystemExit
+        hubtune.Cache(words["cache"]).vectors(TEXT, "words", layer="hidden_states.1")
+    with pytest.raises(HeadError):
+        hubtune.train_head(words["cache"], TEXT, "words", "linear", templates=["a {}"])
+
+
+@pytest.mark.parametrize("kind", ["linear", "knn"])
+def test_train_head_and_its_methods_equal_train_eval_predict(words: dict, kind: str, tmp_path: Path) -> None:
+    cache, table = str(words["cache"]), str(words["table"])
+    out = tmp_path / "cli-head"
+    trained = cli("train", "--cache", cache, "--model", TEXT, "--dataset", "words", "--head", kind, "--k", "3",
+                  "--out", str(out))
+    head = hubtune.train_head(hubtune.Cache(cache), TEXT, "words", kind, k=3)
+    assert head.classes == trained["classes"] == ["neg", "pos"]
+    assert head.metrics["val"]["accuracy"] == trained["val_accuracy"]
+    assert head.model == hubtune.load_head(out).model
+
+    queries = ["marvellous", "horrid", "wonderful"]  # two the store lacks, one it holds
+    predicted = cli("predict", str(out), *queries, "--cache", cache)
+    probabilities = head.predict_proba(queries)
+    assert probabilities.shape == (3, 2)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0)
+    assert head.predict(queries) == [row["label"] for row in predicted] == ["pos", "neg", "pos"]
+    np.testing.assert_allclose(probabilities.max(1), [row["score"] for row in predicted], atol=1e-6)
+
+    loaded = hubtune.load_head(out, cache=cache)  # the CLI's head, through the Python API
+    np.testing.assert_allclose(loaded.predict_proba(queries), probabilities, atol=1e-12)
+    vectors = hubtune.Cache(cache).vectors(TEXT, "words")  # vectors already embedded are scored as they are
+    np.testing.assert_allclose(head.predict_proba(vectors.array), head.predict_proba(words["texts"]), atol=1e-12)
+    assert Path(head.cache) == words["cache"]  # train_head's head embeds through the cache it was trained from
+    head.cache = None  # no store: the vectors are rounded as the store rounds them, so the results agree
+    np.testing.assert_allclose(head.predict_proba(queries), probabilities, atol=1e-6)
+
+    assert head.evaluate(table, cache=cache) == cli("eval", str(out), table, "--cache", cache)
+    assert head.evaluate(table)["n"] == len(words["texts"])  # without a cache: a scratch store
+
+    head.save(tmp_path / "api-head")
+    again = hubtune.load_head(tmp_path / "api-head")
+    np.testing.assert_allclose(again.predict_proba(vectors.array), head.predict_proba(vectors.array), atol=1e-12)
+    with pytest.raises(HeadError, match="2 of the inputs cannot be embedded: '': empty text; '  ': empty text"):
+        head.predict(["fine", "", "  "])
+    with pytest.raises(HeadError, match="384-d"):
+        head.predict(np.zeros((2, 5), np.float32))
+
+
+def test_cache_methods_are_what_the_cache_commands_report(words: dict, tmp_path: Path) -> None:
+    cache = hubtune.Cache(words["cache"])
+    listed = cli("cache", "ls", "--cache", str(cache))
+    assert cache.fingerprints() == listed["fingerprints"]
+    datasets = {entry.name: entry for entry in cache.datasets()}
+    assert [{"name": name, "items": entry.items} for name, entry in datasets.items()] == listed["datasets"]
+    assert datasets["words"].classes == ["neg", "pos"] and datasets["words"].splits == {"train": 16}
+    assert datasets["words"].models == [TEXT]
+    report = cache.verify()
+    assert report.ok and cli("cache", "verify", "--cache", str(cache)) == {
+        "ok": True, "blocks": report.blocks, "vectors": report.vectors, "manifests": report.manifests, "problems": []}
+    exported = cache.export(TEXT, "words", tmp_path / "out")
+    assert exported["rows"] == 16 and np.array_equal(np.load(tmp_path / "out" / "embeddings.npy"), words["exported"])
+    assert cache == hubtune.Cache(str(words["cache"])) and Path(cache) == words["cache"]
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
