@@ -343,6 +343,8 @@ def embed_values(model: "str | Backbone", values: list[Any], cache: Any, options
 
     names = names if names is not None else [shown(value) for value in values]
     if not isinstance(model, str):  # a loaded backbone: its own kind (or its other tower when asked)
+        if replace(options, tower=None) != LoadOptions():
+            raise TypeError("model options apply to a model reference; a loaded backbone has its own (tower aside)")
         given = model
         kind = kind or options.tower or ("image" if input_kind(values, None) == "image" else given.modality)
         items, failed = (listed, []) if listed is not None else to_items(values, kind)

@@ -16,20 +16,30 @@ With a ``cache`` every input is embedded once, however many clones a search make
 the store (and load no model when it holds them all). Without one, each estimator instance keeps the
 backbone it loaded and embeds again on every ``transform``.
 
-**Embedder and ``check_estimator``.** It takes texts or image paths, not numeric arrays, so the checks
-that feed it numeric ``X`` cannot apply: ``check_estimators_dtypes``, ``check_fit_score_takes_y``,
-``check_transformer_general``, ``check_transformer_data_not_an_array``, ``check_transformers_unfitted``,
-``check_fit2d_*``, ``check_fit1d``, ``check_methods_*_invariance``, ``check_dict_unchanged``,
-``check_dont_overwrite_parameters``, ``check_estimators_nan_inf``, ``check_estimators_empty_data``,
-``check_pipeline_consistency``, ``check_n_features_in*``, ``check_estimators_pickle`` (numeric X) and the
-like. Like scikit-learn's ``HashingVectorizer`` it is stateless (tag ``requires_fit=False``: ``fit`` only
-returns ``self``, ``transform`` works unfitted), and its ``transform`` keeps the loaded backbone on the
-instance (a cache of the model, never a fitted parameter, dropped by ``clone`` and pickling): the one
-departure from "transform leaves the estimator unchanged" (``check_dict_unchanged``). The checks that
-apply pass (``tests/test_sklearn.py``): ``check_no_attributes_set_in_init``,
-``check_parameters_default_constructible``, ``check_get_params_invariance``, ``check_set_params``,
-``check_estimator_cloneable``, ``check_estimator_repr``, ``check_estimator_tags_renamed``,
-``check_valid_tag_types``, ``check_mixin_order``.
+**Embedder and ``check_estimator``.** Its inputs are texts or image paths (tags: one-dimensional string
+input), so ``check_estimator`` itself runs nothing but ``check_estimator_cloneable`` on it, and the checks
+that feed an estimator numeric arrays cannot apply: a number is not a text (``InputError``), and they
+expect 2-D numeric output checks, ``n_features_in_``, or refusals of NaN, complex, sparse or empty
+numeric data: ``check_fit_score_takes_y``, ``check_dont_overwrite_parameters``,
+``check_n_features_in``, ``check_n_features_in_after_fitting``, ``check_estimators_dtypes``,
+``check_complex_data``, ``check_dtype_object``, ``check_estimators_empty_data_messages``,
+``check_estimators_nan_inf``, ``check_estimator_sparse_tag``, ``check_estimator_sparse_array``,
+``check_f_contiguous_array_estimator``, ``check_pipeline_consistency``, ``check_estimators_pickle``,
+``check_transformer_general``, ``check_transformer_data_not_an_array``, ``check_transformer_preserve_dtypes``,
+``check_methods_sample_order_invariance``, ``check_methods_subset_invariance``, ``check_fit2d_1sample``,
+``check_fit2d_1feature``, ``check_fit1d``, ``check_fit2d_predict1d``, ``check_fit_idempotent``,
+``check_dict_unchanged``. Like scikit-learn's ``HashingVectorizer`` it is stateless (tag
+``requires_fit=False``: ``fit`` returns ``self``, ``transform`` works unfitted), so
+``check_fit_check_is_fitted`` and ``check_transformers_unfitted`` do not apply either; and its ``transform``
+keeps the loaded backbone on the instance (a cache of the model, not a fitted parameter, dropped by
+``clone`` and pickling), the one departure from "transform leaves the estimator unchanged" that
+``check_dict_unchanged`` would see. ``tests/test_sklearn.py`` runs the checks that apply
+(``check_estimator_cloneable``, ``check_estimator_repr``, ``check_estimator_tags_renamed``,
+``check_valid_tag_types``, ``check_no_attributes_set_in_init``, ``check_get_params_invariance``,
+``check_set_params``, ``check_mixin_order``, ``check_do_not_raise_errors_in_init_or_set_params``,
+``check_estimators_overwrite_params``, ``check_estimators_fit_returns_self``,
+``check_parameters_default_constructible``) and text versions of the pickle, clone and
+``fit_transform`` checks.
 """
 
 from __future__ import annotations
