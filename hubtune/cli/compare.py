@@ -26,7 +26,7 @@ COLUMNS = [("#", "rank"), ("pareto", "pareto"), ("model", "ref"), ("linear", "li
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hold-out, when DATA has no test split.")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Fraction of each class held out for scoring, when DATA has no test split.")
-@click.option("--timed-items", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--timed-items", type=click.IntRange(min=1), default=32, show_default=True,
               help="Items a short timed pass embeds (into a scratch store) when a model's vectors were already cached.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write linear accuracy vs items/s, with the Pareto front, to this PNG.")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubtune")
 
 #: items the short timed pass embeds when the vectors were all cached
-TIMED_ITEMS = 64
+TIMED_ITEMS = 32
 #: the head kinds compare fits, in this order
 HEADS = ("knn", "linear")
 #: every row's fields, in the order ``--json`` prints them
@@ -72,6 +72,7 @@ def compare(
     """
     from hubtune.constants import default_cache_dir
 
+    models = [models] if isinstance(models, str) else list(models)
     if not models:
         raise HubtuneError("compare needs at least one model reference")
     options = replace(options or LoadOptions(), **overrides)
