@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from tests import openclip_fixtures
+from tests import openclip_fixtures, tiny_clip
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,7 @@ class Recipe:
     make_weights: Callable[[Path], None]  # a safetensors state dict for --weights PATH
     seed: Callable[[], None] = lambda: None  # put the default weights into the hub cache
     extra: list[str] = field(default_factory=list)
+    zeroshot: bool = False  # a two-tower model: the default cell also trains and uses `--head zeroshot`
 
 
 def _save(module: Any, path: Path) -> None:
@@ -123,14 +124,16 @@ def _recipes(test_root: Path, tiny_bert_repo: str, tiny_vit_repo: str) -> dict[s
         "hf": [Recipe("hf-text", "hf", f"hf:{tiny_bert_repo}", "text", ("hidden_states.1", "max"),
                       hf_weights(tiny_bert_repo)),
                Recipe("hf-vision", "hf", f"hf:{tiny_vit_repo}", "image", ("hidden_states.1", "mean"),
-                      hf_weights(tiny_vit_repo))],
+                      hf_weights(tiny_vit_repo)),
+               Recipe("hf-clip", "hf", f"hf:{tiny_clip.REPO}", "image", ("hidden_states.1", "max"),
+                      hf_weights(tiny_clip.REPO), lambda: tiny_clip.tiny_clip_repo(test_root), zeroshot=True)],
         "timm": [Recipe("timm", "timm", "timm:test_resnet.r160_in1k", "image", ("features", "gem"), timm_weights,
                         timm_seed)],
         "torchvision": [Recipe("torchvision", "torchvision", "torchvision:resnet18", "image", ("layer3", "max"),
                                torchvision_weights, torchvision_seed)],
         "open_clip": [Recipe("open_clip", "open_clip", openclip_fixtures.MATRIX_REF, "image",
                              openclip_fixtures.MATRIX_LAYER_POOL, openclip_fixtures.matrix_weights,
-                             lambda: openclip_fixtures.matrix_seed(test_root))],
+                             lambda: openclip_fixtures.matrix_seed(test_root), zeroshot=True)],
         "example": [Recipe("example-image", "example", "example:tiny", "image", ("stem", "max"),
                            example_weights("example:tiny")),
                     Recipe("example-text", "example", "example:chars", "text", ("tokens", "cls"),
@@ -138,7 +141,7 @@ def _recipes(test_root: Path, tiny_bert_repo: str, tiny_vit_repo: str) -> dict[s
     }
 
 
-NAMES = ["hf-text", "hf-vision", "timm", "torchvision", "open_clip", "example-image", "example-text"]
+NAMES = ["hf-text", "hf-vision", "hf-clip", "timm", "torchvision", "open_clip", "example-image", "example-text"]
 CELLS = ["default", "layer-pool-random", "file"]
 
 
@@ -338,6 +341,12 @@ def test_loop(name: str, cell: str, env: dict[str, str], data: dict[str, Path], 
         _predict_equals_head_on_exported(head, predicted, tmp_path / "export", inputs, recipe, train)
     if cell != "default":
         return
+    if recipe.zeroshot:  # no training: class vectors from the text tower, used like any head
+        head = tmp_path / "zeroshot"
+        trained = hubtune(env, "train", *lookup, "--head", "zeroshot", "--template", "a {} thing", "--out", str(head))
+        assert sorted(trained["classes"]) == sorted(CLASSES)
+        predicted = hubtune(env, "predict", str(head), *inputs, "--cache", cache)
+        _predict_equals_head_on_exported(head, predicted, tmp_path / "export", inputs, recipe, train)
     finetuned = hubtune(env, "finetune", recipe.ref, str(train), "--cache", cache, "--unfreeze", "1",
                          "--out", str(tmp_path / "ft"), "--epochs", "2", "--no-progress", *model)
     assert finetuned["unfrozen"] == 1
