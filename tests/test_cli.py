@@ -87,7 +87,7 @@ def test_unknown_layer_lists_valid_ones(run_hubtune) -> None:
 @pytest.mark.parametrize(
     "ref,needle",
     [("resnet18", "timm:resnet18, torchvision:resnet18"), ("../x", "local path"),
-     ("nosuch:model", "installed sources: hf, timm, torchvision"), ("definitely_not_a_model", "no installed source")],
+     ("nosuch:model", "installed sources: hf, open_clip, timm, torchvision"), ("definitely_not_a_model", "no installed source")],
 )
 def test_reference_errors_are_one_clear_line(run_hubtune, ref: str, needle: str) -> None:
     result = run_hubtune("info", ref, "--weights", "random", check=False)
