@@ -51,7 +51,7 @@ def model_options(func: Callable | None = None, *, precision: bool = True) -> Ca
                      "`hubtune info REF` lists them)."),
         click.option("--pool", default=None, metavar="NAME",
                      help=f"How a layer's output becomes one vector: {', '.join(POOLS)} or {NATIVE} (the model's "
-                     "own), as the layer accepts (default: the layer's own; `hubtune info REF --layer L` lists them)."),
+                     "own), plus a model's own (cls+mean, lasttoken, weightedmean, ...), as the layer accepts (default: the layer's own; `hubtune info REF --layer L` lists them)."),
         *([click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                         help="Compute precision; auto = bf16 where the device runs it fast, else fp32.")]
           if precision else []),
