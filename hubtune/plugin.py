@@ -34,6 +34,7 @@ from hubtune.errors import (
 )
 from hubtune.blocks import BlockSplit, flatten_stages, sequential_run
 from hubtune.hookspecs import hookimpl
+from hubtune.textio import as_text
 from hubtune.pooling import (
     FEATURE_MAP,
     NATIVE,
@@ -51,6 +52,7 @@ from hubtune.sources import ModelInfo, PullResult, Source
 
 __all__ = [
     "FEATURE_MAP",
+    "as_text",
     "NATIVE",
     "POOLED",
     "RANDOM_INSTEAD",

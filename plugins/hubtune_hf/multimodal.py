@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from hubtune.plugin import (
     POOLED, TEXT_TOKENS, TOKENS, Backbone, BackboneOptionError, ImagePreprocessor, InputError, LayerPools,
-    LoadOptions, ModelNotFoundError, ModelRef, Preprocessor, pool_tokens,
+    LoadOptions, ModelNotFoundError, ModelRef, Preprocessor, as_text, pool_tokens,
 )
 from hubtune_hf.common import encoder_run, load_model
 from hubtune_hf.templates import TEMPLATE_SETS
@@ -111,15 +111,7 @@ class TextInputs(Preprocessor):
         self.left = tokenizer.padding_side == "left"
 
     def _clean(self, item: Any) -> str:
-        if isinstance(item, (bytes, bytearray)):
-            try:
-                item = bytes(item).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"text is not valid UTF-8: {exc}") from exc
-        if not isinstance(item, str):
-            raise InputError(f"expected text, got {type(item).__name__}")
-        if not item.strip():
-            raise InputError("empty text")
+        item = as_text(item)
         budget = self.max_length * 16  # a long text cut, at a space, to a prefix still over max_length tokens
         while budget < len(item):
             cut = item.rfind(" ", 0, budget)

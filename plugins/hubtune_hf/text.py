@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from hubtune.plugin import TEXT_TOKENS, Backbone, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor
+from hubtune.plugin import TEXT_TOKENS, Backbone, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor, as_text
 from hubtune_hf.common import LOADER, encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
 from hubtune_hf.st_config import POOLING_MODES, Pipeline, read_pipeline
 
@@ -44,15 +44,7 @@ class TokenizerPreprocessor(Preprocessor):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def _clean(self, item: Any) -> str:
-        if isinstance(item, (bytes, bytearray)):
-            try:
-                item = bytes(item).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"text is not valid UTF-8: {exc}") from exc
-        if not isinstance(item, str):
-            raise InputError(f"expected text, got {type(item).__name__}")
-        if not item.strip():
-            raise InputError("empty text")
+        item = as_text(item)
         return self._bounded(self.prompt + item)
 
     def _bounded(self, text: str) -> str:

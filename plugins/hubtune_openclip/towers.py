@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from hubtune.plugin import BlockSplit, InputError, Preprocessor
+from hubtune.plugin import BlockSplit, Preprocessor, as_text
 
 #: the characters of a text tokenised per token of context before a cut is tried (see ``_bounded``)
 CHARS_PER_TOKEN = 16
@@ -133,15 +133,7 @@ class TextPreprocessor(Preprocessor):
         return text
 
     def __call__(self, item: Any) -> dict[str, torch.Tensor]:
-        if isinstance(item, (bytes, bytearray)):
-            try:
-                item = bytes(item).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"text is not valid UTF-8: {exc}") from exc
-        if not isinstance(item, str):
-            raise InputError(f"expected text, got {type(item).__name__}")
-        if not item.strip():
-            raise InputError("empty text")
+        item = as_text(item)
         ids = self.tokenizer([self._bounded(item)])[0].long()  # (context_length,)
         return {"input_ids": ids, "attention_mask": (ids != self.pad_id).long()}
 
