@@ -182,6 +182,8 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> "HeadClassifier":
+        if y is None:  # scikit-learn's wording (check_requires_y_none)
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         from hubtune.heads.fit import check_hyperparameters
         from hubtune.heads.mlp import MLPConfig
         from hubtune.heads.training import train_head
