@@ -25,14 +25,18 @@ def emit(data: Any, as_json: bool, table: Callable[[Any], None]) -> None:
 
 def print_table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     table = Table(title=title, header_style="bold")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal folds a model name, never cuts it
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file gets the whole table on one line per row, not 80 columns
+        console = Console(width=max(console.width, Measurement.get(console, console.options.update(max_width=1000), table).maximum))
+    console.print(table)
 
 
 def json_option(func: Callable) -> Callable:

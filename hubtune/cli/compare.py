@@ -58,7 +58,7 @@ def compare(refs: tuple[str, ...], data: Path, cache_dir: Path | None, dataset_n
         click.echo(f"plot written to {plot(rows, plot_path)}", err=True)
     scored = "its test split" if any(row["evaluated_on"] == "test" for row in rows) else \
         f"a {holdout:.0%} hold-out (seed {seed})"
-    emit(rows, as_json, lambda d: _table(d, f"{len(d)} models on {data}, scored on {scored}; "
+    emit(rows, as_json, lambda d: _table(d, f"{len(d)} model{'s' * (len(d) != 1)} on {data}, scored on {scored}; "
                                          "* = Pareto front (linear accuracy vs items/s)"))
     if all(row["error"] for row in rows):
         raise CompareError(f"all {len(rows)} models failed; see the error column")
