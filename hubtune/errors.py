@@ -154,3 +154,43 @@ class ActivationCacheError(HubtuneError, ValueError):
 
 class CompareError(HubtuneError):
     """Every model given to ``compare`` failed (each row says why)."""
+
+
+# -- the HTTP service (hubtune serve; hubtune.serve.statuses maps each class to its HTTP status) -----------
+class ServeError(HubtuneError):
+    """``hubtune serve`` cannot start as asked: a head made for another backbone, a token variable that is
+    not set, the ``serve`` extra not installed."""
+
+    exit_code = 2
+
+
+class RequestError(HubtuneError, ValueError):
+    """A request the service refuses: malformed JSON, a wrong type, a missing or unknown field."""
+
+
+class PayloadTooLarge(RequestError):
+    """Too many inputs, too long a text, too big a body, or an image with too many pixels."""
+
+
+class UnsupportedInput(RequestError):
+    """An upload that is not an image, or an input of a kind the model does not embed."""
+
+
+class NotFoundError(RequestError, LookupError):
+    """A dataset, an item row or a head the service does not hold."""
+
+
+class AuthError(HubtuneError, PermissionError):
+    """No bearer token, or a wrong one, on a route that needs it."""
+
+
+class Overloaded(HubtuneError, RuntimeError):
+    """The request queue is full, or the model is not loaded yet: try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServeTimeout(HubtuneError, TimeoutError):
+    """A request waited longer than the service's request timeout."""
