@@ -76,3 +76,12 @@ def enable_offline_mode() -> None:
     hub_constants = sys.modules.get("huggingface_hub.constants")
     if hub_constants is not None:
         setattr(hub_constants, "HF_HUB_OFFLINE", True)  # noqa: B010 (a module attribute read at call time)
+
+
+SERVE_TOKEN_ENV = "HUBTUNE_SERVE_TOKEN"
+
+
+def serve_token(variable: str | None = None) -> str | None:
+    """The bearer token ``hubtune serve`` requires on its ``/v1`` routes: the value of ``variable``
+    (``--token-env VAR``), else of ``HUBTUNE_SERVE_TOKEN``; None (no token required) when unset or empty."""
+    return os.environ.get(variable or SERVE_TOKEN_ENV) or None

@@ -69,19 +69,28 @@ def _image_path(query: str) -> Path | None:
     return path if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else None
 
 
+def embed_queries(backbone: "Backbone", raws: Sequence[str | bytes]) -> "np.ndarray":
+    """Query vectors for raw queries (``bytes``: an image, ``str``: a text). A two-tower model embeds each
+    by its own tower, into the space of the dataset's vectors; a one-tower model embeds them as they are.
+    What ``search`` and ``hubtune serve`` embed queries with (neither reads a path here)."""
+    import numpy as np
+
+    if backbone.tower is None:
+        return backbone.embed(list(raws))
+    out = np.empty((len(raws), backbone.dim), dtype=np.float32)
+    for tower, rows in (("image", [i for i, raw in enumerate(raws) if isinstance(raw, bytes)]),
+                        ("text", [i for i, raw in enumerate(raws) if not isinstance(raw, bytes)])):
+        if rows:
+            out[rows] = backbone.tower_backbone(tower).embed([raws[i] for i in rows])
+    return out
+
+
 def _embed_by_tower(backbone: "Backbone", queries: Sequence[str]) -> "np.ndarray":
     """A two-tower model's query vectors: an existing image file through its image tower, any other
     query as text through its text tower (both into the space of the dataset's vectors)."""
-    import numpy as np
-
     paths = [_image_path(query) for query in queries]
-    out = np.empty((len(queries), backbone.dim), dtype=np.float32)
-    for tower, rows in (("image", [i for i, p in enumerate(paths) if p is not None]),
-                        ("text", [i for i, p in enumerate(paths) if p is None])):
-        if rows:
-            raws = [paths[i].read_bytes() if tower == "image" else queries[i] for i in rows]  # type: ignore[union-attr]
-            out[rows] = backbone.tower_backbone(tower).embed(raws)
-    return out
+    return embed_queries(backbone, [path.read_bytes() if path is not None else query
+                                    for path, query in zip(paths, queries)])
 
 
 def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader: Any) -> "np.ndarray":
@@ -124,7 +133,7 @@ def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader:
                 raw.append(path.read_bytes())
             else:
                 raw.append(queries[i])
-        out[free] = backbone.embed(raw)
+        out[free] = embed_queries(backbone, raw)
     return out
 
 
