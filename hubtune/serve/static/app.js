@@ -125,6 +125,8 @@ async function run(query) {
   const seq = ++state.seq;
   const kind = typeof query === "string" ? "text" : "image";
   status("Searching " + dataset + "…");
+  $("heads").hidden = true;
+  $("head-list").replaceChildren();
   document.body.setAttribute("aria-busy", "true");
   const heads = (state.info?.heads ?? []).filter((h) => typeof h === "string" || !h.modality || h.modality === kind);
   const started = performance.now();
@@ -141,7 +143,7 @@ async function run(query) {
            " (" + ms + " ms).");
   } catch (e) {
     if (seq !== state.seq) return;
-    $("results").replaceChildren();
+    renderResults(dataset, []);
     status("");
     showError(e);
   } finally {
@@ -153,6 +155,7 @@ async function run(query) {
 
 function renderResults(dataset, hits) {
   const list = $("results");
+  $("results-title").hidden = hits.length === 0;
   list.replaceChildren(...hits.map((hit, i) => {
     const item = document.createElement("li");
     item.className = "hit";
@@ -244,7 +247,12 @@ function renderHeads(done) {
     box.className = "head";
     box.dataset.head = nameOf(head);
     const title = document.createElement("h3");
-    title.textContent = nameOf(head) + (head.kind ? " (" + head.kind + ")" : "");
+    title.textContent = nameOf(head);
+    if (head.kind && head.kind !== nameOf(head)) {
+      const kind = document.createElement("small");
+      kind.textContent = " " + head.kind;
+      title.append(kind);
+    }
     box.append(title);
     if (error) {
       const p = document.createElement("p");
