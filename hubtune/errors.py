@@ -168,6 +168,10 @@ class RequestError(HubtuneError, ValueError):
     """A request the service refuses: malformed JSON, a wrong type, a missing or unknown field."""
 
 
+class MalformedRequest(RequestError):
+    """A body that is not the JSON (or multipart form) it says it is."""
+
+
 class PayloadTooLarge(RequestError):
     """Too many inputs, too long a text, too big a body, or an image with too many pixels."""
 
