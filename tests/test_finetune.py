@@ -257,6 +257,7 @@ def test_text_finetune_predict_and_export(tiny_bert_repo: str, tmp_path: Path) -
 
     from hubtune.finetune.export import export_model
     from hubtune.finetune.run import FinetuneConfig, finetune
+    from hubtune.heads.protocol import Head
     from hubtune.heads.use import load_head, predict
 
     ref = f"hf:{tiny_bert_repo}"
@@ -268,6 +269,10 @@ def test_text_finetune_predict_and_export(tiny_bert_repo: str, tmp_path: Path) -
                        config=FinetuneConfig(unfreeze=1, train=TrainConfig(epochs=2, batch_size=4)), progress=False)
     assert summary["trained_blocks"] == ["encoder.layer.1"]
     predicted = predict(load_head(tmp_path / "head"), ["good 99", "bad 99"], tmp_path / "cache")
+    head = hubtune.load_head(tmp_path / "head", cache=tmp_path / "cache")  # the Python API of every head kind
+    assert isinstance(head, Head) and head.predict(["good 99", "bad 99"]) == [row["label"] for row in predicted]
+    np.testing.assert_allclose(head.predict_proba(["good 99", "bad 99"]).max(1), [row["score"] for row in predicted],
+                               atol=1e-6)
     export_model(tmp_path / "head", tmp_path / "export" / "model.safetensors")
     import importlib.util
 

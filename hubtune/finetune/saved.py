@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hubtune.errors import HeadError
+from hubtune.heads.protocol import HeadMethods
 from hubtune.heads.trained import write_head_files
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ FORMAT = 1
 
 
 @dataclass
-class FinetunedHead:
+class FinetunedHead(HeadMethods):
+    """Trained top blocks + a head (``predict``, ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
+
     classes: list[str]
     model: dict[str, Any]  # ref, options, fingerprint (of the cached rows), backbone_fingerprint, start, unfrozen
     head_spec: dict[str, Any]  # {"kind": "linear"} or {"kind": "mlp", "hidden": [...], "dropout": p}

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class Head(Protocol):
-    """What a head kind implements (the CLI's ``eval``, ``predict`` and ``export-model`` need no more)."""
+    """What a head kind is: its files and :meth:`probabilities` (what the CLI's ``eval``, ``predict`` and
+    ``export-model`` use), and the Python API on top of them, which every kind gets from :class:`HeadMethods`."""
 
     kind: str  # linear, mlp, knn, zeroshot or finetune
     classes: list[str]
@@ -35,6 +36,19 @@ class Head(Protocol):
 
     def save(self, folder: str | Path) -> Path:
         """Write the head folder (staged: never half-written)."""
+        ...
+
+    def predict_proba(self, inputs: Any, *, cache: "str | os.PathLike[str] | None" = None) -> "np.ndarray":
+        """``(N, classes)`` probabilities for raw inputs or a 2-D array of vectors (:class:`HeadMethods`)."""
+        ...
+
+    def predict(self, inputs: Any, *, cache: "str | os.PathLike[str] | None" = None) -> list[str]:
+        """The most probable class of each input."""
+        ...
+
+    def evaluate(self, data: str | os.PathLike[str], *, cache: "str | os.PathLike[str] | None" = None,
+                 batch_size: int = 64) -> dict[str, Any]:
+        """Scores on a labelled dataset: the dict ``hubtune eval --json`` prints."""
         ...
 
 

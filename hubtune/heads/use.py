@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,9 +34,9 @@ def load_head(folder: str | os.PathLike[str], cache: "str | os.PathLike[str] | N
     kind = json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
     head: HeadMethods
     if kind == "finetune":
-        from hubtune.heads.finetuned import LoadedFinetunedHead
+        from hubtune.finetune.saved import FinetunedHead
 
-        head = cast(HeadMethods, LoadedFinetunedHead.load(Path(folder)))
+        head = FinetunedHead.load(Path(folder))
     elif kind == "zeroshot":
         from hubtune.heads.zeroshot import ZeroShotHead
 
