@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hubtune.plugin import (
-    POOLED, TEXT_TOKENS, TOKENS, Backbone, BackboneOptionError, ImagePreprocessor, InputError, LayerPools,
-    LoadOptions, ModelNotFoundError, ModelRef, Preprocessor, as_text, pool_tokens,
+    POOLED, TEXT_TOKENS, TOKENS, Backbone, BackboneOptionError, ImagePreprocessor, LayerPools,
+    LoadOptions, ModelNotFoundError, ModelRef, Preprocessor, pool_tokens,
 )
 from hubtune_hf.common import encoder_run, load_model
 from hubtune_hf.templates import TEMPLATE_SETS
+from hubtune_hf.text import TokenizerPreprocessor
 
 #: what ``hubtune models`` lists as the modality of a two-tower repository
 TWO_TOWERS = "image+text"
@@ -97,68 +98,12 @@ class ImageInputs(ImagePreprocessor):
         return whole
 
 
-class TextInputs(Preprocessor):
-    """One text -> token ids as the processor makes them; batches padded on the tokenizer's side."""
-
-    KEYS = ("input_ids", "attention_mask", "token_type_ids")
+class TextInputs(TokenizerPreprocessor):
+    """One text -> token ids with the processor's text defaults; padded on the tokenizer's side."""
 
     def __init__(self, tokenizer: Any, max_length: int, padding: str):
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.kwargs = {"truncation": True, "max_length": max_length,
-                       "padding": "max_length" if padding == "max_length" else False}
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.left = tokenizer.padding_side == "left"
-
-    def _clean(self, item: Any) -> str:
-        item = as_text(item)
-        budget = self.max_length * 16  # a long text cut, at a space, to a prefix still over max_length tokens
-        while budget < len(item):
-            cut = item.rfind(" ", 0, budget)
-            if cut > 0 and len(self.tokenizer(item[:cut], add_special_tokens=False)["input_ids"]) > self.max_length:
-                return item[:cut]
-            budget *= 4
-        return item
-
-    def _sample(self, encoded: Any, row: int | None = None) -> dict:
-        import torch
-
-        return {key: torch.tensor(encoded[key] if row is None else encoded[key][row])
-                for key in self.KEYS if key in encoded}
-
-    def __call__(self, item: Any) -> dict:
-        return self._sample(self.tokenizer(self._clean(item), **self.kwargs))
-
-    def prepare_many(self, items: Sequence[Any]) -> list:
-        results: list = [None] * len(items)
-        texts, where = [], []
-        for index, item in enumerate(items):
-            try:
-                texts.append(self._clean(item))
-                where.append(index)
-            except InputError as exc:
-                results[index] = exc
-        if texts:
-            encoded = self.tokenizer(texts, **self.kwargs)
-            for row, index in enumerate(where):
-                results[index] = self._sample(encoded, row)
-        return results
-
-    def length(self, sample: dict) -> int:
-        return len(sample["input_ids"])
-
-    def collate(self, samples: Sequence[dict]) -> dict:
-        import torch
-
-        width = max(len(sample["input_ids"]) for sample in samples)
-        batch = {}
-        for key in samples[0]:
-            rows = []
-            for sample in samples:
-                pad = sample[key].new_full((width - len(sample[key]),), self.pad_id if key == "input_ids" else 0)
-                rows.append(torch.cat([pad, sample[key]] if self.left else [sample[key], pad]))
-            batch[key] = torch.stack(rows)
-        return batch
+        super().__init__(tokenizer, max_length, tokenizer.padding_side, tokenizer.truncation_side,
+                         pad_to_max_length=padding == "max_length")
 
 
 class Parts:

@@ -35,9 +35,13 @@ class TokenizerPreprocessor(Preprocessor):
     """One text -> token ids (``prompt + text``, truncated); batches are padded to their longest member
     on the tokenizer's side. Picklable: it runs in DataLoader workers."""
 
-    def __init__(self, tokenizer: Any, max_length: int, padding_side: str = "right", truncation_side: str = "right"):
+    def __init__(self, tokenizer: Any, max_length: int, padding_side: str = "right", truncation_side: str = "right",
+                 pad_to_max_length: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # every text padded to max_length up front: for text towers whose vector depends on the padding
+        self.kwargs: dict[str, Any] = {"truncation": True, "max_length": max_length,
+                                       **({"padding": "max_length"} if pad_to_max_length else {})}
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.prompt = ""  # put before every text (Backbone.apply_prompt sets it)
@@ -70,7 +74,7 @@ class TokenizerPreprocessor(Preprocessor):
                 for key in keys if key in encoded}
 
     def __call__(self, item: Any) -> dict:
-        return self._tensors(self.tokenizer(self._clean(item), truncation=True, max_length=self.max_length))
+        return self._tensors(self.tokenizer(self._clean(item), **self.kwargs))
 
     def prepare_many(self, items: Sequence[Any]) -> list:
         """One batched tokeniser call (several times faster than one call per text)."""
@@ -83,7 +87,7 @@ class TokenizerPreprocessor(Preprocessor):
             except InputError as exc:
                 results[index] = exc
         if texts:
-            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+            encoded = self.tokenizer(texts, **self.kwargs)
             for row, index in enumerate(where):
                 results[index] = self._tensors(encoded, row)
         return results
