@@ -60,7 +60,7 @@ class DatasetInfo:
 
 def workers_for(value: int | str, modality: str) -> int:
     """``workers``: a whole number, or ``"auto"`` (0 for text, half the CPUs, at most 8, for images), as ``--workers``."""
-    if value == "auto":
+    if value == "auto":  # text preprocessing (tokenising) is cheap next to the model; image decoding is not
         return 0 if modality == "text" else max(1, min(8, (os.cpu_count() or 2) // 2))
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"workers={value!r}; expected 'auto' or a whole number")

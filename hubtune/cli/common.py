@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -112,10 +111,9 @@ def resolve_cache(cache_dir: Path | None) -> Path:
 
 
 def resolve_workers(value: str, modality: str) -> int:
-    """``--workers``: a whole number, or ``auto`` (0 for text, half the CPUs, at most 8, for images)."""
-    if value != "auto":
-        if not value.isdigit():
-            raise click.BadParameter(f"{value!r}; expected auto or a whole number", param_hint="--workers")
-        return int(value)
-    # text preprocessing (tokenising) is cheap next to the model; image decoding is not
-    return 0 if modality == "text" else max(1, min(8, (os.cpu_count() or 2) // 2))
+    """``--workers``: a whole number, or ``auto`` (:func:`hubtune.cache.workers_for` decides)."""
+    from hubtune.cache import workers_for
+
+    if value != "auto" and not value.isdigit():
+        raise click.BadParameter(f"{value!r}; expected auto or a whole number", param_hint="--workers")
+    return workers_for(value if value == "auto" else int(value), modality)
