@@ -21,6 +21,7 @@ from hubtune.cli.finetune import export_model, finetune
 from hubtune.cli.heads import evaluate, predict, train
 from hubtune.cli.models import info, models, pull, sources
 from hubtune.cli.search import index_group, search
+from hubtune.cli.serve import serve
 from hubtune.cli.scale import index_build_sharded, merge
 from hubtune.cli.store import cache, export, extract
 from hubtune.errors import HubtuneError
@@ -114,7 +115,7 @@ def cli(verbose: int) -> None:
 
 # the commands, one module per group beside this one
 for command in (sources, models, pull, info, demo, extract, export, cache, index_group, search, train, evaluate,
-                predict, bench, merge, finetune, export_model, compare):
+                predict, bench, merge, finetune, export_model, compare, serve):
     cli.add_command(command)
 index_group.add_command(index_build_sharded)
 

@@ -1,0 +1,99 @@
+"""Running the app on uvicorn: in the foreground (``hubtune serve``: Ctrl-C stops it) or in a thread
+(:class:`Running`, for tests and notebooks). The socket is bound here, so ``port=0`` picks a free port
+and the startup line shows the real URL; a failed model load stops the server and is raised."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from hubtune.serve.config import ServeConfig
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (``port=0``: a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_for(app: Any, config: ServeConfig, sock: socket.socket) -> Any:
+    """A uvicorn server for ``app`` that stops when loading fails; the app's URL set to the bound port."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                           timeout_graceful_shutdown=5))
+    app.state.url = config.url(sock.getsockname()[1])
+
+    def fatal(_: BaseException) -> None:
+        server.should_exit = True
+
+    app.state.on_fatal = fatal
+    return server
+
+
+def serve(config: ServeConfig, service: Any = None) -> None:
+    """Serve until Ctrl-C; raise what stopped the model from loading."""
+    from hubtune.serve.app import create_app
+    from hubtune.serve.logs import setup_logging
+
+    setup_logging(config.json_logs)
+    sock = bind(config.host, config.port)
+    app = create_app(config, service)
+    server = server_for(app, config, sock)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    error = app.state.service.error
+    if error is not None:
+        raise error
+
+
+class Running:
+    """The server in a background thread: ``with Running(config) as running: running.url``."""
+
+    def __init__(self, config: ServeConfig, service: Any = None, app: Any = None):
+        from hubtune.serve.app import create_app
+
+        self.config = config
+        self.sock = bind(config.host, config.port)
+        self.app = app if app is not None else create_app(config, service)
+        self.server = server_for(self.app, config, self.sock)
+        self.url = self.app.state.url
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="hubtune-serve")
+
+    def start(self, ready_timeout: float = 300.0) -> "Running":
+        """Start, and wait until the model is loaded (or raise why it could not be)."""
+        self.thread.start()
+        service = self.app.state.service
+        deadline = time.monotonic() + ready_timeout
+        while not service.ready:
+            if service.error is not None:
+                self.stop()
+                raise service.error
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                self.stop()
+                raise RuntimeError(f"the service did not become ready within {ready_timeout:g} s")
+            time.sleep(0.02)
+        while not self.server.started:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+    def __enter__(self) -> "Running":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
