@@ -23,11 +23,12 @@ function headers(json) {
   return h;
 }
 
-// FastAPI's {"detail": "..."} or its validation list [{"loc": [...], "msg": "..."}], or {"error": ...}
+// The service's {"error": CLASS, "message": TEXT, "status": CODE}; else FastAPI's {"detail": ...}
 function describe(body) {
   if (body == null) return "";
   if (typeof body === "string") return body;
-  const detail = body.detail ?? body.error ?? body.message;
+  if (typeof body.message === "string") return body.message;
+  const detail = body.detail ?? body.error;
   if (Array.isArray(detail)) {
     return detail.map((d) => (d.loc ? d.loc.filter((p) => p !== "body").join(".") + ": " : "") + d.msg).join("; ");
   }
@@ -88,38 +89,54 @@ async function loadInfo() {
   try {
     info = await api("/v1/info");
   } catch (e) {
-    $("model").textContent = "The server's description is not available.";
+    if (e.status === 503) { // still loading the model: ask again when it says
+      $("model").textContent = "The server is loading its model: " + e.message;
+      setTimeout(loadInfo, 1000 * Math.max(1, Number(e.retryAfter) || 2));
+      return;
+    }
+    $("model").textContent = e.status === 401 || e.status === 403 ? "Enter the access token to use this server."
+      : "The server's description is not available.";
     showError(e);
     return;
   }
   state.info = info;
   if (info.token_required && !sessionStorage.getItem(TOKEN_KEY)) askToken();
   else $("token-form").hidden = true;
-  const kinds = inputKinds(info);
   const datasets = info.datasets ?? [];
-  $("model").textContent = [info.model, kinds.join(" + ") + " queries", info.dim ? info.dim + " dimensions" : null,
+  const heads = info.heads ?? [];
+  const model = String(info.model ?? "").replace(/@([0-9a-f]{10})[0-9a-f]{30}$/, "@$1…"); // a commit: its prefix
+  $("model").textContent = [model, inputKinds(info).join(" + ") + " inputs", info.dim ? info.dim + " dimensions" : null,
                             datasets.length + " dataset" + (datasets.length === 1 ? "" : "s"),
-                            (info.heads ?? []).length + " head" + ((info.heads ?? []).length === 1 ? "" : "s")]
-    .filter(Boolean).join(" · ");
+                            heads.length + " head" + (heads.length === 1 ? "" : "s")]
+    .filter(Boolean).map((part) => part.replaceAll(" ", "\u00a0")).join(" · ");
+  $("model").title = info.model ?? "";
   const select = $("dataset");
   select.replaceChildren(...datasets.map((d) => {
-    const option = new Option(nameOf(d) + (d.items != null ? " (" + d.items + " items)" : ""), nameOf(d));
-    return option;
+    const rows = d.rows ?? d.items;
+    return new Option(nameOf(d) + (rows != null ? " (" + rows + " " + (d.modality ?? "item") + "s)" : ""), nameOf(d));
   }));
-  const text = kinds.includes("text");
-  $("query").disabled = !text;
-  $("query").placeholder = text ? "Type a query" : "This model takes images: drop one below";
-  $("drop").hidden = !kinds.includes("image");
+  if (info.limits?.max_k) $("k").max = info.limits.max_k;
+  offer();
   $("search").disabled = datasets.length === 0;
   if (datasets.length === 0) status("The server has no dataset to search.");
   else status("Ready.");
+}
+
+// the query box and the drop zone as the chosen dataset is searched (a text-image model: both)
+function offer() {
+  const chosen = (state.info?.datasets ?? []).find((d) => nameOf(d) === $("dataset").value);
+  const kinds = (chosen && chosen.queries) || inputKinds(state.info ?? {});
+  const text = kinds.includes("text");
+  $("query").disabled = !text;
+  $("query").placeholder = text ? "Type a query" : "This dataset is searched by images: drop one below";
+  $("drop").hidden = !kinds.includes("image");
 }
 
 // -- a query ------------------------------------------------------------------------------------------
 async function run(query) {
   showError(null);
   const dataset = $("dataset").value;
-  const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 8));
+  const k = Math.max(1, Math.min(Number($("k").max) || 100, parseInt($("k").value, 10) || 8));
   if (!dataset) { showError(new ApiError(0, "Choose a dataset to search.")); return; }
   state.query = query;
   const seq = ++state.seq;
@@ -128,7 +145,8 @@ async function run(query) {
   $("heads").hidden = true;
   $("head-list").replaceChildren();
   document.body.setAttribute("aria-busy", "true");
-  const heads = (state.info?.heads ?? []).filter((h) => typeof h === "string" || !h.modality || h.modality === kind);
+  // each head classifies the inputs of its own tower (a CLIP image head: images only)
+  const heads = (state.info?.heads ?? []).filter((h) => typeof h === "string" || !h.inputs || h.inputs.includes(kind));
   const started = performance.now();
   const predictions = heads.map((h) => api("/v1/predict", { head: nameOf(h), inputs: [query] })
     .then((r) => ({ head: h, prediction: r.predictions[0] }), (error) => ({ head: h, error })));
@@ -153,6 +171,12 @@ async function run(query) {
   if (seq === state.seq) renderHeads(done);
 }
 
+// an item's file name (its origin's last part), else its key's start
+function shortName(hit) {
+  if (typeof hit.origin === "string" && hit.origin) return hit.origin.split(/[\\/]/).pop();
+  return hit.key != null ? String(hit.key).slice(0, 12) : "";
+}
+
 function renderResults(dataset, hits) {
   const list = $("results");
   $("results-title").hidden = hits.length === 0;
@@ -175,8 +199,8 @@ function renderResults(dataset, hits) {
     score.title = "score " + hit.score;
     const key = document.createElement("span");
     key.className = "key";
-    key.textContent = "#" + hit.row + (hit.key != null ? " · " + hit.key : "");
-    key.title = hit.origin ?? hit.key ?? "";
+    key.textContent = "#" + hit.row + " · " + shortName(hit);
+    key.title = [hit.origin, hit.key].filter(Boolean).join("\n");
     caption.append(label, score, key);
     item.append(caption);
     item.setAttribute("aria-label", "Result " + (i + 1) + ": " + (hit.label ?? "item " + hit.row) + ", score " +
@@ -212,7 +236,7 @@ async function fillItem(media, dataset, hit) {
     if (item.image) {
       const img = document.createElement("img");
       img.src = item.image;
-      img.alt = "Item " + hit.row + (hit.label ? ", labelled " + hit.label : "") + (hit.key ? " (" + hit.key + ")" : "");
+      img.alt = "Item " + hit.row + (hit.label ? ", labelled " + hit.label : "") + " (" + shortName(hit) + ")";
       media.replaceChildren(img);
     } else {
       const text = document.createElement("p");
@@ -318,6 +342,7 @@ function wire() {
       $("query").focus();
     }
   });
+  $("dataset").addEventListener("change", offer);
   const drop = $("drop");
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
