@@ -30,6 +30,8 @@ PINNED = ["--precision", "fp32", "--device", "cpu"]
 TOKEN = "page-test-token"
 K = 6
 SHAPES = {"circle": "ellipse", "square": "rectangle", "triangle": "polygon"}
+CAPTIONS = [(f"a {colour} {shape} on a {ground} background", shape) for shape in SHAPES
+            for colour, ground in (("red", "white"), ("small blue", "grey"), ("dark green", "pale"))]
 
 
 def _browser_or_skip() -> Any:
@@ -76,7 +78,8 @@ def _cli(*args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def served(test_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A store with an image folder (circle/square/triangle) embedded by the tiny CLIP, and two heads on it."""
+    """A store with an image folder (circle/square/triangle) and a table of captions embedded by the tiny
+    CLIP, and two heads on the images (knn, zeroshot)."""
     ref = f"hf:{tiny_clip_repo(test_root)}"
     root = tmp_path_factory.mktemp("serve-page")
     images = root / "shapes"
@@ -87,6 +90,10 @@ def served(test_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     cache = root / "cache"
     summary = _cli("extract", ref, str(images), "--cache", str(cache), "--dataset", "shapes", "--no-progress", *PINNED)
     assert summary["failed"] == 0 and summary["computed"] == 15
+    table = root / "captions.jsonl"
+    table.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in CAPTIONS))
+    summary = _cli("extract", ref, str(table), "--cache", str(cache), "--dataset", "captions", "--no-progress", *PINNED)
+    assert summary["failed"] == 0 and summary["computed"] == len(CAPTIONS)
     lookup = ["--cache", str(cache), "--model", ref, "--dataset", "shapes"]
     heads = []
     for kind in ("knn", "zeroshot"):
@@ -105,7 +112,7 @@ def server(served: dict[str, Any]) -> Iterator[str]:
     log = served["root"] / "serve.log"
     heads = [arg for head in served["heads"] for arg in ("--head", str(head))]
     command = [sys.executable, "-m", "hubtune", "serve", served["ref"], "--cache", str(served["cache"]),
-               "--dataset", "shapes", *heads, "--host", "127.0.0.1", "--port", "0",
+               "--dataset", "shapes", "--dataset", "captions", *heads, "--host", "127.0.0.1", "--port", "0",
                "--token-env", "HUBTUNE_PAGE_TEST_TOKEN", *PINNED]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
@@ -281,7 +288,21 @@ def test_the_page_searches_by_text_and_by_image(server: str, served: dict[str, A
             _assert_heads(page, server, info, image)
             shot(page, "4-pick")
 
-            # 5. the API's error, shown as it answered (an unknown dataset: 404 with its JSON detail)
+            # 5. a text dataset: the nearest captions, shown as text
+            page.get_by_label("Dataset").select_option("captions")
+            before = page.evaluate("window.__searches")
+            page.get_by_label("Search", exact=True).fill("a green square")
+            page.get_by_role("button", name="Search", exact=True).click()
+            _search_done(page, before)
+            expected = _api(server, "/v1/search", {"dataset": "captions", "queries": ["a green square"], "k": K})
+            _assert_hits(page, expected["results"][0])
+            page.wait_for_function(f"document.querySelectorAll('#results .media .text').length === {K}")
+            texts = page.eval_on_selector_all("#results .media .text", "items => items.map(i => i.textContent)")
+            assert texts == [CAPTIONS[hit["row"]][0] for hit in expected["results"][0]]
+            assert page.is_hidden("#heads")  # the heads classify images, not texts
+            shot(page, "5-captions")
+
+            # 6. the API's error, shown as it answered (an unknown dataset: 404 with its JSON detail)
             page.evaluate("document.getElementById('dataset').add(new Option('no-such-dataset', 'no-such-dataset'))")
             page.get_by_label("Dataset").select_option("no-such-dataset")
             before = page.evaluate("window.__searches")
@@ -292,7 +313,11 @@ def test_the_page_searches_by_text_and_by_image(server: str, served: dict[str, A
             message = page.inner_text("#error")
             assert message.startswith("4") and "no-such-dataset" in message, message
             assert page.locator("#results li").count() == 0
-            shot(page, "5-error")
+            shot(page, "6-error")
+            # every control has a label; the file picker stays reachable by keyboard
+            assert page.evaluate("[...document.querySelectorAll('input, select')].every(e => e.labels.length > 0)")
+            page.focus("#file")
+            assert page.evaluate("document.activeElement.id") == "file"
             assert not errors, errors
         finally:
             browser.close()
