@@ -224,7 +224,7 @@ def test_the_page_searches_by_text_and_by_image(server: str, served: dict[str, A
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page = browser.new_page(viewport={"width": 1100, "height": 400})
             page.add_init_script("""window.__searches = 0;
                 const f = window.fetch; window.fetch = (u, o) => {
                   if (String(u).endsWith('/v1/search')) window.__searches++; return f(u, o); };""")
