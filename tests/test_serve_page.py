@@ -34,14 +34,32 @@ CAPTIONS = [(f"a {colour} {shape} on a {ground} background", shape) for shape in
             for colour, ground in (("red", "white"), ("small blue", "grey"), ("dark green", "pale"))]
 
 
-def _browser_or_skip() -> Any:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless chromium; the tests skip only when playwright or chromium is missing (asked first, before
+    the model and the server are built)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed (pip install -e '.[dev]'; scripts/setup installs it)")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; scripts/setup installs it)")
-    return sync_playwright
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _page(browser: Any, errors: list[str]) -> Any:
+    """A fresh tab (its own sessionStorage) that counts the page's /v1/search calls and keeps its JS errors."""
+    page = browser.new_context(viewport={"width": 1100, "height": 400}).new_page()
+    page.add_init_script("""window.__searches = 0;
+        const f = window.fetch; window.fetch = (u, o) => {
+          if (String(u).endsWith('/v1/search')) window.__searches++; return f(u, o); };""")
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
 
 
 def _picture(shape: str, seed: int) -> bytes:
@@ -209,8 +227,8 @@ def _search_done(page: Any, before: int) -> None:
 
 
 @pytest.mark.slow
-def test_the_page_searches_by_text_and_by_image(server: str, served: dict[str, Any], shots: Path) -> None:
-    sync_playwright = _browser_or_skip()
+def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, served: dict[str, Any],
+                                                shots: Path) -> None:
     info = _api(server, "/v1/info")
     assert "shapes" in [d if isinstance(d, str) else d["name"] for d in info["datasets"]]
     written = []
@@ -221,104 +239,149 @@ def test_the_page_searches_by_text_and_by_image(server: str, served: dict[str, A
         written.append(path)
         print(f"screenshot: {path}")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 400})
-            page.add_init_script("""window.__searches = 0;
-                const f = window.fetch; window.fetch = (u, o) => {
-                  if (String(u).endsWith('/v1/search')) window.__searches++; return f(u, o); };""")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server + "/")
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.goto(server + "/")
 
-            # 1. the server wants a token: the page asks for it (the /v1 routes answered 401)
-            page.get_by_label("Access token").wait_for(state="visible")
-            assert "401" in page.inner_text("#error")
-            shot(page, "1-token")
-            page.get_by_label("Access token").fill(TOKEN)
-            page.keyboard.press("Enter")
-            page.wait_for_function("document.querySelectorAll('#dataset option').length > 0")
-            assert page.is_hidden("#error") and page.is_hidden("#token-form")
-            assert page.evaluate("sessionStorage.getItem('hubtune.token')") == TOKEN
-            page.get_by_label("Dataset").select_option("shapes")
-            page.get_by_label("k", exact=True).fill(str(K))
-            assert page.is_visible("#drop")  # a text-image model takes images too
+    # 1. the server wants a token: the page asks for it (the /v1 routes answered 401)
+    page.get_by_label("Access token").wait_for(state="visible")
+    assert "401" in page.inner_text("#error")
+    shot(page, "1-token")
+    page.get_by_label("Access token").fill(TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('#dataset option').length > 0")
+    assert page.is_hidden("#error") and page.is_hidden("#token-form")
+    assert page.evaluate("sessionStorage.getItem('hubtune.token')") == TOKEN
+    page.get_by_label("Dataset").select_option("shapes")
+    page.get_by_label("k", exact=True).fill(str(K))
+    assert page.is_visible("#drop")  # a text-image model takes images too
 
-            # 2. a text query: the k nearest images, as the API answers them
-            before = page.evaluate("window.__searches")
-            page.get_by_label("Search", exact=True).fill("a photo of a circle")
-            page.get_by_label("Search", exact=True).press("Enter")
-            _search_done(page, before)
-            expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": ["a photo of a circle"], "k": K})
-            _assert_hits(page, expected["results"][0])
-            _wait_thumbnails(page, K)
-            assert "circle" in page.inner_text("#status")
-            shot(page, "2-text")
+    # 2. a text query: the k nearest images, as the API answers them
+    before = page.evaluate("window.__searches")
+    page.get_by_label("Search", exact=True).fill("a photo of a circle")
+    page.get_by_label("Search", exact=True).press("Enter")
+    _search_done(page, before)
+    expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": ["a photo of a circle"], "k": K})
+    _assert_hits(page, expected["results"][0])
+    _wait_thumbnails(page, K)
+    assert "circle" in page.inner_text("#status")
+    shot(page, "2-text")
 
-            # 3. an image dropped on the drop zone (a DataTransfer with a File): its neighbours and the heads
-            dropped = base64.b64encode(served["queries"]["drop"]).decode()
-            before = page.evaluate("window.__searches")
-            page.evaluate("""b64 => {
-                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                const data = new DataTransfer();
-                data.items.add(new File([bytes], 'circle.png', {type: 'image/png'}));
-                const zone = document.getElementById('drop');
-                for (const type of ['dragenter', 'dragover', 'drop'])
-                  zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
-            }""", dropped)
-            _search_done(page, before)
-            image = {"image": dropped}
-            expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
-            _assert_hits(page, expected["results"][0])
-            _wait_thumbnails(page, K)
-            _assert_heads(page, server, info, image)
-            assert page.get_attribute("#query-image", "alt") == "The query image: circle.png"
-            shot(page, "3-drop")
+    # 3. an image dropped on the drop zone (a DataTransfer with a File): its neighbours and the heads
+    dropped = base64.b64encode(served["queries"]["drop"]).decode()
+    before = page.evaluate("window.__searches")
+    page.evaluate("""b64 => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], 'circle.png', {type: 'image/png'}));
+        const zone = document.getElementById('drop');
+        for (const type of ['dragenter', 'dragover', 'drop'])
+          zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+    }""", dropped)
+    _search_done(page, before)
+    image = {"image": dropped}
+    expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
+    _assert_hits(page, expected["results"][0])
+    _wait_thumbnails(page, K)
+    _assert_heads(page, server, info, image)
+    assert page.get_attribute("#query-image", "alt") == "The query image: circle.png"
+    shot(page, "3-drop")
 
-            # 4. an image chosen with the file picker
-            before = page.evaluate("window.__searches")
-            page.set_input_files("#file", files=[{"name": "triangle.png", "mimeType": "image/png",
-                                                  "buffer": served["queries"]["pick"]}])
-            _search_done(page, before)
-            image = {"image": base64.b64encode(served["queries"]["pick"]).decode()}
-            expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
-            _assert_hits(page, expected["results"][0])
-            _wait_thumbnails(page, K)
-            _assert_heads(page, server, info, image)
-            shot(page, "4-pick")
+    # 4. an image chosen with the file picker
+    before = page.evaluate("window.__searches")
+    page.set_input_files("#file", files=[{"name": "triangle.png", "mimeType": "image/png",
+                                          "buffer": served["queries"]["pick"]}])
+    _search_done(page, before)
+    image = {"image": base64.b64encode(served["queries"]["pick"]).decode()}
+    expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
+    _assert_hits(page, expected["results"][0])
+    _wait_thumbnails(page, K)
+    _assert_heads(page, server, info, image)
+    shot(page, "4-pick")
 
-            # 5. a text dataset: the nearest captions, shown as text
-            page.get_by_label("Dataset").select_option("captions")
-            before = page.evaluate("window.__searches")
-            page.get_by_label("Search", exact=True).fill("a green square")
-            page.get_by_role("button", name="Search", exact=True).click()
-            _search_done(page, before)
-            expected = _api(server, "/v1/search", {"dataset": "captions", "queries": ["a green square"], "k": K})
-            _assert_hits(page, expected["results"][0])
-            page.wait_for_function(f"document.querySelectorAll('#results .media .text').length === {K}")
-            texts = page.eval_on_selector_all("#results .media .text", "items => items.map(i => i.textContent)")
-            assert texts == [CAPTIONS[hit["row"]][0] for hit in expected["results"][0]]
-            assert page.is_hidden("#heads")  # the heads classify images, not texts
-            shot(page, "5-captions")
+    # 5. a text dataset: the nearest captions, shown as text
+    page.get_by_label("Dataset").select_option("captions")
+    before = page.evaluate("window.__searches")
+    page.get_by_label("Search", exact=True).fill("a green square")
+    page.get_by_role("button", name="Search", exact=True).click()
+    _search_done(page, before)
+    expected = _api(server, "/v1/search", {"dataset": "captions", "queries": ["a green square"], "k": K})
+    _assert_hits(page, expected["results"][0])
+    page.wait_for_function(f"document.querySelectorAll('#results .media .text').length === {K}")
+    texts = page.eval_on_selector_all("#results .media .text", "items => items.map(i => i.textContent)")
+    assert texts == [CAPTIONS[hit["row"]][0] for hit in expected["results"][0]]
+    assert page.is_hidden("#heads")  # the heads classify images, not texts
+    shot(page, "5-captions")
 
-            # 6. the API's error, shown as it answered (an unknown dataset: 404 with its JSON detail)
-            page.evaluate("document.getElementById('dataset').add(new Option('no-such-dataset', 'no-such-dataset'))")
-            page.get_by_label("Dataset").select_option("no-such-dataset")
-            before = page.evaluate("window.__searches")
-            page.get_by_label("Search", exact=True).fill("a square")
-            page.get_by_role("button", name="Search", exact=True).click()
-            _search_done(page, before)
-            page.wait_for_selector("#error", state="visible")
-            message = page.inner_text("#error")
-            assert message.startswith("4") and "no-such-dataset" in message, message
-            assert page.locator("#results li").count() == 0
-            shot(page, "6-error")
-            # every control has a label; the file picker stays reachable by keyboard
-            assert page.evaluate("[...document.querySelectorAll('input, select')].every(e => e.labels.length > 0)")
-            page.focus("#file")
-            assert page.evaluate("document.activeElement.id") == "file"
-            assert not errors, errors
-        finally:
-            browser.close()
+    # 6. the API's error, shown as it answered (an unknown dataset: 404 with its JSON detail)
+    page.evaluate("document.getElementById('dataset').add(new Option('no-such-dataset', 'no-such-dataset'))")
+    page.get_by_label("Dataset").select_option("no-such-dataset")
+    before = page.evaluate("window.__searches")
+    page.get_by_label("Search", exact=True).fill("a square")
+    page.get_by_role("button", name="Search", exact=True).click()
+    _search_done(page, before)
+    page.wait_for_selector("#error", state="visible")
+    message = page.inner_text("#error")
+    assert message.startswith("4") and "no-such-dataset" in message, message
+    assert page.locator("#results li").count() == 0
+    shot(page, "6-error")
+    # every control has a label; the file picker stays reachable by keyboard
+    assert page.evaluate("[...document.querySelectorAll('input, select')].every(e => e.labels.length > 0)")
+    page.focus("#file")
+    assert page.evaluate("document.activeElement.id") == "file"
+    assert not errors, errors
     assert all(path.stat().st_size > 1000 for path in written)
+
+
+@pytest.mark.slow
+def test_the_page_shows_loading_a_wrong_token_and_an_overloaded_server(browser: Any, server: str,
+                                                                       shots: Path) -> None:
+    """While the model loads (503 + Retry-After on /v1/info) the page says so and asks again; a wrong token
+    is the server's 401; a full queue's 503 shows its Retry-After. The two 503s are played by playwright's
+    routing (the real server is loaded and idle); the 401s are the server's own."""
+    errors: list[str] = []
+    page = _page(browser, errors)
+    answered = {"info": 0, "search": 0}
+    loading = {"error": "Overloaded", "message": "the service is still loading the model; retry shortly",
+               "status": 503}
+
+    def info(route: Any) -> None:
+        answered["info"] += 1
+        if answered["info"] == 1:
+            route.fulfill(status=503, json=loading, headers={"Retry-After": "1"})
+        else:
+            route.continue_()
+
+    page.route("**/v1/info", info)
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('loading')")
+    assert "still loading" in page.inner_text("#model") and page.is_hidden("#error")
+    # the page asks again after Retry-After: now the server's own 401 (no token yet)
+    page.get_by_label("Access token").wait_for(state="visible", timeout=10_000)
+    assert answered["info"] == 2
+
+    page.get_by_label("Access token").fill("not-the-token")
+    page.get_by_role("button", name="Use token").click()
+    page.wait_for_function("document.getElementById('error').textContent.includes('wrong token')")
+    assert page.inner_text("#error").startswith("401") and page.is_visible("#token-form")
+    page.get_by_label("Access token").fill(TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    page.wait_for_function("document.querySelectorAll('#dataset option').length > 0")
+
+    full = {"error": "Overloaded", "message": "the request queue is full (256 waiting); retry later", "status": 503}
+    page.route("**/v1/search", lambda route: route.fulfill(status=503, json=full, headers={"Retry-After": "3"}))
+    before = page.evaluate("window.__searches")
+    page.get_by_label("Search", exact=True).fill("a circle")
+    page.get_by_label("Search", exact=True).press("Enter")
+    _search_done(page, before)
+    assert page.inner_text("#error") == "503: the request queue is full (256 waiting); retry later (retry after 3 s)"
+    path = shots / "serve-7-overloaded.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+    page.unroute("**/v1/search")
+    before = page.evaluate("window.__searches")
+    page.get_by_role("button", name="Search", exact=True).click()
+    _search_done(page, before)
+    assert page.is_hidden("#error") and len(_hits(page)) == 8  # the page's default k
+    assert not errors, errors
