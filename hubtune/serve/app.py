@@ -57,7 +57,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
     from hubtune.serve.statuses import error_body, error_headers, status_of
 
     svc = service or Service(config)
-    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue)
+    setup = Service.thread_setup()  # the threads that load and run the model get this thread's torch threads
+    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue, thread_setup=setup)
     items = Items(config.thumbnail_px)
 
     def loaded(task: "asyncio.Future[None]") -> None:
@@ -77,7 +78,11 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
         else:
             logger.info("hubtune serve: loading %s (listening at %s; /readyz answers 200 once loaded)",
                         config.ref, app.state.url)
-            asyncio.get_running_loop().run_in_executor(None, svc.load).add_done_callback(loaded)
+            def load() -> None:
+                setup()
+                svc.load()
+
+            asyncio.get_running_loop().run_in_executor(None, load).add_done_callback(loaded)
         yield
         await batcher.stop()
 

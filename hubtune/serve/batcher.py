@@ -39,10 +39,12 @@ class Job:
 class Batcher:
     """Coalesces jobs into calls of ``run``; start it inside the event loop that serves the requests."""
 
-    def __init__(self, run: BatchRun, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue: int = 256):
+    def __init__(self, run: BatchRun, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue: int = 256,
+                 thread_setup: Callable[[], None] | None = None):
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")
         self.run = run
+        self.thread_setup = thread_setup  # run first in the worker thread (per-thread settings: torch's threads)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -54,7 +56,8 @@ class Batcher:
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubtune-model")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubtune-model",
+                                           initializer=self.thread_setup)
         self.task = asyncio.get_running_loop().create_task(self.collect())
 
     async def stop(self) -> None:

@@ -41,7 +41,7 @@ def server_for(app: Any, config: ServeConfig, sock: socket.socket) -> Any:
 def serve(config: ServeConfig, service: Any = None) -> None:
     """Serve until Ctrl-C; raise what stopped the model from loading."""
     from hubtune.serve.app import create_app
-    from hubtune.serve.logs import setup_logging
+    from hubtune.serve.logs import logger, setup_logging
 
     setup_logging(config.json_logs)
     sock = bind(config.host, config.port)
@@ -49,8 +49,11 @@ def serve(config: ServeConfig, service: Any = None) -> None:
     server = server_for(app, config, sock)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for: a clean stop here
+        pass
     finally:
         sock.close()
+    logger.info("hubtune serve: stopped")
     error = app.state.service.error
     if error is not None:
         raise error

