@@ -210,11 +210,9 @@ def _assert_heads(page: Any, url: str, info: dict, image: dict) -> None:
     page.wait_for_function(f"document.querySelectorAll('#head-list .head').length === {len(info['heads'])}")
     shown = _heads(page)
     for head in info["heads"]:
-        name = head if isinstance(head, str) else head["name"]
+        name = head["name"]
         (prediction,) = _api(url, "/v1/predict", {"head": name, "inputs": [image]})["predictions"]
-        scores = prediction["scores"]
-        pairs = sorted(scores.items() if isinstance(scores, dict) else zip(head["classes"], scores),
-                       key=lambda p: -p[1])
+        pairs = sorted(prediction["scores"].items(), key=lambda p: -p[1])
         assert [label for label, _ in shown[name]] == [label for label, _ in pairs[:5]]
         assert [p for _, p in shown[name]] == pytest.approx([p for _, p in pairs[:5]], abs=1e-6)
         assert shown[name][0][0] == prediction["label"]
@@ -230,7 +228,8 @@ def _search_done(page: Any, before: int) -> None:
 def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, served: dict[str, Any],
                                                 shots: Path) -> None:
     info = _api(server, "/v1/info")
-    assert "shapes" in [d if isinstance(d, str) else d["name"] for d in info["datasets"]]
+    assert [d["name"] for d in info["datasets"]] == ["shapes", "captions"]
+    assert {h["name"]: h["inputs"] for h in info["heads"]} == {"knn": ["image"], "zeroshot": ["image"]}
     written = []
 
     def shot(page: Any, name: str) -> None:

@@ -23,17 +23,10 @@ function headers(json) {
   return h;
 }
 
-// The service's {"error": CLASS, "message": TEXT, "status": CODE}; else FastAPI's {"detail": ...}
+// every error answer of the service is {"error": CLASS, "message": TEXT, "status": CODE}
 function describe(body) {
-  if (body == null) return "";
   if (typeof body === "string") return body;
-  if (typeof body.message === "string") return body.message;
-  const detail = body.detail ?? body.error;
-  if (Array.isArray(detail)) {
-    return detail.map((d) => (d.loc ? d.loc.filter((p) => p !== "body").join(".") + ": " : "") + d.msg).join("; ");
-  }
-  if (detail && typeof detail === "object") return detail.message ?? JSON.stringify(detail);
-  return detail ?? JSON.stringify(body);
+  return body?.message ?? body?.detail ?? JSON.stringify(body);
 }
 
 async function request(method, path, body) {
@@ -76,13 +69,8 @@ function askToken() {
 const status = (text) => { $("status").textContent = text; };
 
 // -- what the server offers ---------------------------------------------------------------------------
-const nameOf = (x) => (typeof x === "string" ? x : x.name);
-// the query kinds the model takes: "text", "image" or both (a text-image model's two towers)
-function inputKinds(info) {
-  if (Array.isArray(info.inputs)) return info.inputs;
-  if (Array.isArray(info.towers)) return info.towers;
-  return info.modality === "text-image" ? ["text", "image"] : [info.modality ?? "text"];
-}
+// the inputs the model takes: ["text"], ["image"] or both (a text-image model's two towers)
+const inputKinds = (info) => info.inputs ?? (info.modality ? [info.modality] : []);
 
 async function loadInfo() {
   let info;
@@ -90,7 +78,7 @@ async function loadInfo() {
     info = await api("/v1/info");
   } catch (e) {
     if (e.status === 503) { // still loading the model: ask again when it says
-      $("model").textContent = "The server is loading its model: " + e.message;
+      $("model").textContent = "Loading: " + e.message;
       setTimeout(loadInfo, 1000 * Math.max(1, Number(e.retryAfter) || 2));
       return;
     }
@@ -100,8 +88,7 @@ async function loadInfo() {
     return;
   }
   state.info = info;
-  if (info.token_required && !sessionStorage.getItem(TOKEN_KEY)) askToken();
-  else $("token-form").hidden = true;
+  $("token-form").hidden = true;
   const datasets = info.datasets ?? [];
   const heads = info.heads ?? [];
   const model = String(info.model ?? "").replace(/@([0-9a-f]{10})[0-9a-f]{30}$/, "@$1…"); // a commit: its prefix
@@ -112,8 +99,7 @@ async function loadInfo() {
   $("model").title = info.model ?? "";
   const select = $("dataset");
   select.replaceChildren(...datasets.map((d) => {
-    const rows = d.rows ?? d.items;
-    return new Option(nameOf(d) + (rows != null ? " (" + rows + " " + (d.modality ?? "item") + "s)" : ""), nameOf(d));
+    return new Option(d.name + (d.rows != null ? " (" + d.rows + " " + (d.modality ?? "item") + "s)" : ""), d.name);
   }));
   if (info.limits?.max_k) $("k").max = info.limits.max_k;
   offer();
@@ -124,8 +110,8 @@ async function loadInfo() {
 
 // the query box and the drop zone as the chosen dataset is searched (a text-image model: both)
 function offer() {
-  const chosen = (state.info?.datasets ?? []).find((d) => nameOf(d) === $("dataset").value);
-  const kinds = (chosen && chosen.queries) || inputKinds(state.info ?? {});
+  const chosen = (state.info?.datasets ?? []).find((d) => d.name === $("dataset").value);
+  const kinds = chosen?.queries ?? inputKinds(state.info ?? {});
   const text = kinds.includes("text");
   $("query").disabled = !text;
   $("query").placeholder = text ? "Type a query" : "This dataset is searched by images: drop one below";
@@ -146,9 +132,9 @@ async function run(query) {
   $("head-list").replaceChildren();
   document.body.setAttribute("aria-busy", "true");
   // each head classifies the inputs of its own tower (a CLIP image head: images only)
-  const heads = (state.info?.heads ?? []).filter((h) => typeof h === "string" || !h.inputs || h.inputs.includes(kind));
+  const heads = (state.info?.heads ?? []).filter((h) => !h.inputs || h.inputs.includes(kind));
   const started = performance.now();
-  const predictions = heads.map((h) => api("/v1/predict", { head: nameOf(h), inputs: [query] })
+  const predictions = heads.map((h) => api("/v1/predict", { head: h.name, inputs: [query] })
     .then((r) => ({ head: h, prediction: r.predictions[0] }), (error) => ({ head: h, error })));
   try {
     const answer = await api("/v1/search", { dataset, queries: [query], k });
@@ -218,11 +204,7 @@ async function fetchItem(dataset, row) {
       const response = await request("GET", "/v1/datasets/" + encodeURIComponent(dataset) + "/items/" + row);
       const type = response.headers.get("Content-Type") ?? "";
       if (type.startsWith("image/")) return { image: URL.createObjectURL(await response.blob()) };
-      if (type.includes("json")) {
-        const body = await response.json();
-        return { text: typeof body === "string" ? body : body.text ?? JSON.stringify(body) };
-      }
-      return { text: await response.text() };
+      return { text: (await response.json()).text }; // {"row", "key", "label", "origin", "text"}
     })();
     promise.catch(() => state.thumbs.delete(cacheKey));
     state.thumbs.set(cacheKey, promise);
@@ -252,27 +234,18 @@ async function fillItem(media, dataset, hit) {
   }
 }
 
-// scores: {"class": p} or a list in the head's class order
-function topClasses(prediction, head, n) {
-  let pairs;
-  if (Array.isArray(prediction.scores)) {
-    const classes = head.classes ?? prediction.scores.map((_, i) => String(i));
-    pairs = prediction.scores.map((p, i) => [classes[i], p]);
-  } else {
-    pairs = Object.entries(prediction.scores ?? { [prediction.label]: prediction.score });
-  }
-  return pairs.sort((a, b) => b[1] - a[1]).slice(0, n);
-}
+// a prediction's {"class": probability}: its n most probable classes
+const topClasses = (prediction, n) => Object.entries(prediction.scores).sort((a, b) => b[1] - a[1]).slice(0, n);
 
 function renderHeads(done) {
   $("heads").hidden = done.length === 0;
   $("head-list").replaceChildren(...done.map(({ head, prediction, error }) => {
     const box = document.createElement("section");
     box.className = "head";
-    box.dataset.head = nameOf(head);
+    box.dataset.head = head.name;
     const title = document.createElement("h3");
-    title.textContent = nameOf(head);
-    if (head.kind && head.kind !== nameOf(head)) {
+    title.textContent = head.name;
+    if (head.kind && head.kind !== head.name) {
       const kind = document.createElement("small");
       kind.textContent = " " + head.kind;
       title.append(kind);
@@ -286,7 +259,7 @@ function renderHeads(done) {
       return box;
     }
     const list = document.createElement("ol");
-    for (const [name, p] of topClasses(prediction, head, 5)) {
+    for (const [name, p] of topClasses(prediction, 5)) {
       const row = document.createElement("li");
       row.dataset.label = name;
       row.dataset.score = p;
@@ -310,7 +283,7 @@ function renderHeads(done) {
 // -- image queries ------------------------------------------------------------------------------------
 function readImage(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) {
+  if (file.type && !file.type.startsWith("image/")) { // no type: the server decides (415 if not an image)
     showError(new ApiError(0, "“" + file.name + "” is not an image."));
     return;
   }
