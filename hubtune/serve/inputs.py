@@ -29,7 +29,7 @@ def _where(loc: Sequence[Any]) -> str:
     return out or "the body"
 
 
-def validation_message(errors: list[dict[str, Any]]) -> str:
+def validation_message(errors: Sequence[Any]) -> str:
     """pydantic's errors as one line: each problem where it is and what was expected (an input that
     matches neither a text nor an image is named once, not once per alternative)."""
     seen: dict[str, str] = {}

@@ -4,7 +4,7 @@ and unknown fields are refused, so a typo is an error that names it rather than 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,4 +73,4 @@ class ErrorBody(BaseModel):
 
 
 #: the error answers each /v1 route documents
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 503, 504)}
+ERRORS: Dict[Any, Dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 422, 503, 504)}

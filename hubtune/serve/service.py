@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, cast
 
 from hubtune.errors import NotFoundError, RequestError, ServeError
 from hubtune.serve.config import ServeConfig
@@ -231,7 +231,7 @@ class Service:
     def run(self, key: Hashable, jobs: Sequence[Any]) -> list[Any]:
         """One model call for the jobs of ``key``: ``("embed", kind)``, ``("search", dataset)`` or
         ``("predict", head)``; one result (or error) per job, in order."""
-        action, target = key  # type: ignore[misc]
+        action, target = cast("tuple[str, str]", key)
         if action == "embed":
             return self.embed_batch(target, jobs)
         if action == "search":
