@@ -278,6 +278,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
           zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
     }""", dropped)
     _search_done(page, before)
+    assert page.evaluate("window.__searches") == before + 1  # one drop, one search
     image = {"image": dropped}
     expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
     _assert_hits(page, expected["results"][0])

@@ -317,13 +317,13 @@ function wire() {
   });
   $("dataset").addEventListener("change", offer);
   const drop = $("drop");
-  for (const type of ["dragenter", "dragover"]) {
-    drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
-  }
+  for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, () => drop.classList.add("over"));
   for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
+  // an image dropped anywhere on the page is the query (and the browser does not navigate away to it)
+  document.addEventListener("dragover", (event) => event.preventDefault());
+  document.addEventListener("drop", (event) => {
     event.preventDefault();
-    readImage(event.dataTransfer?.files?.[0]);
+    if (!drop.hidden) readImage(event.dataTransfer?.files?.[0]);
   });
   $("file").addEventListener("change", (event) => { readImage(event.target.files[0]); event.target.value = ""; });
   document.addEventListener("paste", (event) => {
