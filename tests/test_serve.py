@@ -322,6 +322,15 @@ def test_a_full_queue_answers_503_and_loses_no_accepted_request(store: dict[str,
     assert len(slowed.calls) == statuses.count(200) + 1  # every accepted request reached the model
 
 
+def test_a_request_past_the_timeout_gets_504(store: dict[str, Any], server: Any) -> None:
+    from hubtune.serve.runner import Running
+
+    with Running(config(store["cache"], request_timeout=0.2), service=Slowed(server.app.state.service, 1.0)) as running:  # type: ignore[arg-type]
+        late = httpx.post(f"{running.url}/v1/embed", json={"inputs": ["slow"]}, timeout=60)
+        assert_error(late, 504, "no answer within 0.2 s", "--request-timeout")
+        assert httpx.get(f"{running.url}/healthz").status_code == 200
+
+
 def test_readyz_is_503_until_loaded(store: dict[str, Any], server: Any) -> None:
     from hubtune.serve.runner import Running
 

@@ -172,3 +172,5 @@ def test_text_queries_search_images_with_a_text_image_model(test_root: Path, tmp
     assert [[(h["row"], h["score"]) for h in hits] for hits in response.json()["results"]] == \
            [[(e["row"], e["score"]) for e in hits] for hits in want]
     assert texts.status_code == 200 and len(texts.json()["vectors"]) == 2
+    text_tower = cli("info", ref, "--tower", "text", *pinned)  # the text tower shares the loaded weights
+    assert texts.json()["fingerprint"] == text_tower["fingerprint"]

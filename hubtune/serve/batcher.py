@@ -64,7 +64,7 @@ class Batcher:
         """Finish what was accepted, then stop."""
         if self.task is None or self.queue is None:
             return
-        while not self.queue.empty():
+        while not self.queue.empty() and not self.task.done():
             await asyncio.sleep(0.01)
         self.task.cancel()
         try:

@@ -78,6 +78,11 @@ class Service:
         self.main = load_backbone(config.ref, config.options)
         self.keeper = Backbones(config.ref, config.options)
         self.keeper.loaded[self.main.modality] = self.main
+        options = config.options
+        if self.main.tower is not None and not (options.layer or options.pool or options.prompt or options.prompt_text):
+            # a two-tower model's other tower, sharing the loaded weights (what options_for(other) loads anew)
+            other = "text" if self.main.modality == "image" else "image"
+            self.keeper.loaded[other] = self.main.tower_backbone(other)
         for name in config.datasets:
             self.datasets[name] = self.open_dataset(name)
         for name, folder in config.head_paths().items():
