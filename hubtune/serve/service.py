@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubtune.serve")
 DTYPES = ("float16", "float32")
+CPU_FORWARD_BATCH = 4  # inputs per forward of a served batch on a CPU (see Service.forward_batch)
 
 
 def kind_of(value: Any) -> str:
@@ -243,12 +244,22 @@ class Service:
             return self.search_batch(self.datasets[target], jobs)
         return self.predict_batch(self.heads[target], jobs)
 
+    def forward_batch(self, kind: str) -> int:
+        """Inputs per forward within one served batch. On a CPU: a few (:data:`CPU_FORWARD_BATCH`); the
+        batch's inputs are sorted by length and cut into forwards of that many, so a forward pads little
+        and extract's two CPU streams both run (one forward of 32 texts of random lengths pads each to the
+        longest and leaves a stream idle: 2.5x fewer items/s here, benchmarks/bench_serve.py). On a GPU:
+        the whole batch."""
+        device = getattr(self.keeper.get(kind), "device", None)
+        on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
+        return min(self.config.max_batch_size, CPU_FORWARD_BATCH) if on_cpu else self.config.max_batch_size
+
     def embed_batch(self, kind: str, jobs: Sequence[list[Any]]) -> list[Any]:
         from hubtune.embedding import Settings, embed_values, inputs_error
 
         values = [value for job in jobs for value in job]
         vectors, failed = embed_values(self.config.ref, values, self.config.cache, self.config.options,
-                                       Settings(batch_size=int(__import__('os').environ.get('HT_SUB', self.config.max_batch_size))), kind=kind,
+                                       Settings(batch_size=self.forward_batch(kind)), kind=kind,
                                        backbones=self.keeper)
         backbone = self.keeper.get(kind)
         results: list[Any] = []

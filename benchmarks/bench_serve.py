@@ -1,0 +1,394 @@
+"""`hubtune serve` under a bounded loopback load, next to Ray Serve's `@serve.batch` and to offline `extract`.
+
+The same model (the bundled MiniLM, `hf:sentence-transformers/all-MiniLM-L6-v2`, fp32, CPU), the same
+request and response (`POST /v1/embed {"inputs": [...]}` -> `{"model", "fingerprint", "dim", "vectors"}`)
+and the same inputs for every stack: `--requests` requests of 1-8 mixed-length sentences (seeded), sent by
+`--concurrency` clients (asyncio + httpx, in a process of their own, so the client never shares the
+server's event loop), to 127.0.0.1 only; each load stops by itself when the requests are answered.
+
+Stacks, alternating, each in a fresh process with a fresh store (every input is new to it: nothing is
+answered from the cache):
+
+- `hubtune`: `hubtune serve` as built (FastAPI + uvicorn + the asyncio micro-batcher, `--max-batch-size 32`
+  inputs, `--max-wait-ms 5`), started with the CLI;
+- `hubtune-nobatch`: the same with `--max-batch-size 1` (what batching buys);
+- `ray`: Ray Serve 2.x, one replica, `@serve.batch(max_batch_size=32 inputs, batch_wait_timeout_s=0.005)`
+  over hubtune's own `Service.run` (the batch call `hubtune serve` makes, store included), the request
+  checked by the same functions, behind Ray's HTTP proxy on 127.0.0.1 (`ray.init(num_cpus=2)`);
+- `ray-replicas` (only with `--stacks ...,ray-replicas`): `hubtune serve --engine ray --replicas 2`'s
+  deployment (`hubtune.serve.ray_engine`: the same FastAPI app, batcher included, in each replica);
+- `extract`: offline `hubtune.extract.extract` of the same inputs (all of them, in request order) into a
+  fresh store, model preloaded and warmed, as bench_text_extract.py times it.
+
+Each served load starts after a warm-up (64 requests of other sentences). Reported per stack: p50/p99
+latency, requests/s, items/s, errors (non-200 answers, answers with a wrong number of vectors, client
+errors); and served items/s over extract items/s of the same repeat (target with batching: >= 0.70,
+0 errors). The load average is recorded before each measurement (the machine is shared).
+
+Usage: python benchmarks/bench_serve.py [--requests 2000] [--concurrency 32] [--repeats 3]
+       [--stacks hubtune,ray,hubtune-nobatch] [--tag NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, fact_row, machine, save, sentences  # noqa: E402
+
+MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
+OPTIONS = ["--precision", "fp32", "--device", "cpu"]
+HERE = Path(__file__).resolve()
+RAY_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1",
+           "RAY_SERVE_LOG_TO_STDERR": "0"}
+STACKS = ("hubtune", "ray", "hubtune-nobatch", "ray-replicas")
+
+
+# -- the load --------------------------------------------------------------------------------------------
+def requests(count: int, seed: int) -> list[list[str]]:
+    """``count`` requests of 1-8 distinct sentences each (seeded)."""
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 8) for _ in range(count)]
+    texts = sentences(sum(sizes), seed=seed)
+    out, start = [], 0
+    for size in sizes:
+        out.append(texts[start: start + size])
+        start += size
+    return out
+
+
+async def load(url: str, payloads: list[list[str]], concurrency: int) -> dict[str, Any]:
+    """Send every payload once from ``concurrency`` clients; latencies, wall time, errors."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    todo = iter(range(len(payloads)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as client:
+        async def worker() -> None:
+            for index in todo:
+                inputs = payloads[index]
+                started = time.perf_counter()
+                try:
+                    answer = await client.post("/v1/embed", json={"inputs": inputs})
+                    if answer.status_code != 200:
+                        errors.append(f"{answer.status_code}: {answer.text[:200]}")
+                    elif len(answer.json()["vectors"]) != len(inputs):
+                        errors.append(f"{len(answer.json()['vectors'])} vectors for {len(inputs)} inputs")
+                except Exception as error:  # noqa: BLE001 (counted, and the load goes on)
+                    errors.append(f"{type(error).__name__}: {error}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"wall_s": wall, "latencies_s": latencies, "errors": errors}
+
+
+def client_main(url: str, payload_file: str, concurrency: int, out: str) -> None:
+    data = json.loads(Path(payload_file).read_text())
+    asyncio.run(load(url, data["warmup"], concurrency))
+    result = asyncio.run(load(url, data["requests"], concurrency))
+    Path(out).write_text(json.dumps(result))
+
+
+# -- the Ray Serve peer --------------------------------------------------------------------------------
+def ray_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: str) -> None:
+    """One Ray Serve replica: ``@serve.batch`` over hubtune's Service.run, same checks and answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from hubtune.backbone import LoadOptions
+    from hubtune.errors import HubtuneError
+    from hubtune.serve.config import ServeConfig
+
+    config = ServeConfig(ref=MODEL, cache=Path(cache), options=LoadOptions(precision="fp32", device="cpu"),
+                         max_batch_size=max_batch, max_wait_ms=wait_ms)
+
+    @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
+    class Embedder:
+        def __init__(self) -> None:
+            from hubtune.serve.service import Service
+
+            self.service = Service(config)
+            self.service.load()
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubtune-model")
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_ms / 1000,
+                     batch_size_fn=lambda jobs: sum(len(job) for job in jobs))
+        async def embed(self, jobs: list[list[str]]) -> list[Any]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self.service.run, ("embed", "text"), jobs)
+
+        async def __call__(self, request: Request) -> JSONResponse:
+            from hubtune.serve import schemas
+            from hubtune.serve.inputs import check_values, parse_json
+            from hubtune.serve.statuses import error_body, status_of
+
+            if request.url.path.rstrip("/").endswith("healthz"):
+                return JSONResponse({"status": "ok"})
+            try:
+                values = check_values(parse_json(await request.body(), schemas.EmbedRequest).inputs, "inputs", config)
+                self.service.embed_kind(values)
+                result = await self.embed(values)
+                if isinstance(result, BaseException):
+                    raise result
+                return JSONResponse(result)
+            except HubtuneError as error:
+                return JSONResponse(error_body(error, status_of(error)), status_of(error))
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 << 20)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(Embedder.bind(), name="bench", route_prefix="/")
+    Path(ready_file).write_text("ready")
+    stop = asyncio.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
+        time.sleep(0.2)
+    serve.shutdown()
+    ray.shutdown()
+
+
+def replicas_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: str, replicas: int) -> None:
+    """``hubtune serve --engine ray --replicas N``'s deployment, started through its module."""
+    import ray
+
+    from hubtune.backbone import LoadOptions
+    from hubtune.serve.config import ServeConfig
+    from hubtune.serve.ray_engine import start
+
+    config = ServeConfig(ref=MODEL, cache=Path(cache), options=LoadOptions(precision="fp32", device="cpu"),
+                         max_batch_size=max_batch, max_wait_ms=wait_ms, port=port)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 << 20)
+    start(config, replicas=replicas, cpus_per_replica=2 / replicas)
+    Path(ready_file).write_text("ready")
+    stop = asyncio.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
+        time.sleep(0.2)
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+# -- offline extract ---------------------------------------------------------------------------------------
+def extract_main(payload_file: str, work: str, out: str) -> None:
+    import hubtune
+    from hubtune.backbone import LoadOptions
+    from hubtune.extract import extract
+    from hubtune.store import EmbeddingStore
+
+    data = json.loads(Path(payload_file).read_text())
+    texts = [text for request in data["requests"] for text in request]
+    table = Path(work) / "inputs.jsonl"
+    table.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    backbone = hubtune.load_backbone(MODEL, precision="fp32", device="cpu")
+    backbone.embed([text for request in data["warmup"] for text in request][:64])
+    with EmbeddingStore(Path(work) / "store") as store:
+        summary = extract(MODEL, table, store, backbone=backbone, options=LoadOptions(precision="fp32"),
+                          progress=False)
+    Path(out).write_text(json.dumps({"items": len(texts), "seconds": summary.seconds}))
+
+
+# -- the orchestrator --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                if httpx.post(url + "/v1/embed", json={"inputs": ["warm"]}, timeout=30).status_code == 200:
+                    return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready within {timeout:g} s")
+
+
+def stop(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Start ``stack``'s server, run the load from its own process, stop the server."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cache = work / f"cache-{stack}"
+    env = {**os.environ, **RAY_ENV, "HF_HUB_OFFLINE": "1"}
+    log = open(work / f"{stack}.log", "ab")
+    if stack.startswith("hubtune"):
+        batch = 1 if stack == "hubtune-nobatch" else args.max_batch_size
+        command = [sys.executable, "-m", "hubtune", "serve", MODEL, "--cache", str(cache), "--host", "127.0.0.1",
+                   "--port", str(port), "--max-batch-size", str(batch), "--max-wait-ms", str(args.max_wait_ms),
+                   "--max-queue", "1024", *OPTIONS]
+        sig = signal.SIGINT
+    else:
+        role = "ray-server" if stack == "ray" else "ray-replicas"
+        command = [sys.executable, str(HERE), "--role", role, "--port", str(port), "--cache", str(cache),
+                   "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+                   "--ready-file", str(work / f"{stack}.ready")]
+        sig = signal.SIGTERM
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    try:
+        wait_ready(url, server)
+        out = work / f"{stack}-client.json"
+        load_before = os.getloadavg()[0]
+        subprocess.run([sys.executable, str(HERE), "--role", "client", "--url", url, "--payloads", str(payload_file),
+                        "--concurrency", str(args.concurrency), "--out", str(out)], check=True, env=env)
+        result = json.loads(out.read_text())
+    finally:
+        stop(server, sig)
+        log.close()
+    items = sum(len(r) for r in json.loads(payload_file.read_text())["requests"])
+    lat = sorted(result["latencies_s"])
+    return {"stack": stack, "requests": len(lat), "items": items, "wall_s": result["wall_s"],
+            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "requests_per_s": len(lat) / result["wall_s"], "items_per_s": items / result["wall_s"],
+            "errors": len(result["errors"]), "error_samples": result["errors"][:5], "load_before": load_before}
+
+
+def offline(payload_file: Path, work: Path) -> dict[str, Any]:
+    folder = work / f"extract-{time.monotonic_ns()}"
+    folder.mkdir()
+    out = folder / "result.json"
+    load_before = os.getloadavg()[0]
+    subprocess.run([sys.executable, str(HERE), "--role", "extract", "--payloads", str(payload_file),
+                    "--work", str(folder), "--out", str(out)], check=True,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = json.loads(out.read_text())
+    return {"stack": "extract", "items": result["items"], "seconds": result["seconds"],
+            "items_per_s": result["items"] / result["seconds"], "load_before": load_before}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"# bench_serve: {result['requests']} requests of 1-8 texts, {result['concurrency']} clients, "
+             f"{MODEL} fp32 CPU", "", f"Machine: {json.dumps(machine())}; load averages before each "
+             "measurement are in the JSON.", "",
+             "| stack | p50 ms | p99 ms | req/s | items/s | errors | items/s / extract's |", "|---|---|---|---|---|---|---|"]
+    for stack, rows in result["stacks"].items():
+        med = statistics.median
+        ratios = result["ratios"].get(stack, [])
+        lines.append(f"| {stack} | {med(r['p50_ms'] for r in rows):.0f} | {med(r['p99_ms'] for r in rows):.0f} | "
+                     f"{med(r['requests_per_s'] for r in rows):.1f} | {med(r['items_per_s'] for r in rows):.1f} | "
+                     f"{sum(r['errors'] for r in rows)} | {med(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, "
+                     f"n={len(ratios)}) |")
+    extract_rates = [r["items_per_s"] for r in result["extract"]]
+    lines.append(f"| offline extract | | | | {statistics.median(extract_rates):.1f} | | 1.00 |")
+    lines += ["", "Medians over the repeats; the ratio is per repeat (served items/s over that repeat's extract "
+              "items/s), median (min-max). Target with batching: >= 0.70 and 0 errors.", ""]
+    lines += ["| measurement | result | target |", "|---|---|---|"]
+    lines += [f"| {row['measurement']} | {row['result']} | {row['target']} |" for row in result["summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stacks", default="hubtune,ray,hubtune-nobatch")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="suffix of the result files' name")
+    parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    for name in ("--url", "--payloads", "--out", "--cache", "--ready-file", "--work"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.role == "client":
+        return client_main(args.url, args.payloads, args.concurrency, args.out)
+    if args.role == "ray-server":
+        return ray_main(args.port, args.cache, args.max_batch_size, args.max_wait_ms, args.ready_file)
+    if args.role == "ray-replicas":
+        return replicas_main(args.port, args.cache, args.max_batch_size, args.max_wait_ms, args.ready_file, 2)
+    if args.role == "extract":
+        return extract_main(args.payloads, args.work, args.out)
+
+    stacks = [s for s in args.stacks.split(",") if s]
+    unknown = set(stacks) - set(STACKS)
+    if unknown:
+        parser.error(f"unknown stacks {sorted(unknown)}; known: {', '.join(STACKS)}")
+    work = Path(tempfile.mkdtemp(prefix="hubtune-bench-serve-"))
+    payload_file = work / "payloads.json"
+    payload_file.write_text(json.dumps({"requests": requests(args.requests, args.seed),
+                                        "warmup": requests(64, args.seed + 1)}))
+    runs: dict[str, list[dict[str, Any]]] = {stack: [] for stack in stacks}
+    extracts: list[dict[str, Any]] = []
+    ratios: dict[str, list[float]] = {stack: [] for stack in stacks}
+    for repeat in range(args.repeats):
+        order = stacks[repeat % len(stacks):] + stacks[:repeat % len(stacks)]  # alternate who goes first
+        extracts.append(offline(payload_file, work))
+        print(f"repeat {repeat}: extract {extracts[-1]['items_per_s']:.1f} items/s "
+              f"(load {extracts[-1]['load_before']:.2f})", flush=True)
+        for stack in order:
+            row = served(stack, payload_file, work, args)
+            runs[stack].append(row)
+            ratios[stack].append(row["items_per_s"] / extracts[-1]["items_per_s"])
+            print(f"repeat {repeat}: {stack}: p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+                  f"{row['requests_per_s']:.1f} req/s, {row['items_per_s']:.1f} items/s, {row['errors']} errors, "
+                  f"{ratios[stack][-1]:.2f}x extract (load {row['load_before']:.2f})", flush=True)
+    med = statistics.median
+    summary = [fact_row("offline extract items/s (same inputs, fp32)",
+                        f"{med(r['items_per_s'] for r in extracts):.1f} (n={len(extracts)})", "")]
+    for stack in stacks:
+        rs = ratios[stack]
+        target = ">= 0.70, 0 errors" if stack in ("hubtune", "ray-replicas") else ""
+        summary.append(fact_row(f"{stack}: served items/s / extract items/s",
+                                f"{med(rs):.2f} (per repeat {min(rs):.2f}-{max(rs):.2f}, n={len(rs)}); "
+                                f"{sum(r['errors'] for r in runs[stack])} errors", target))
+    if "hubtune" in runs and "ray" in runs:
+        pairs = [a["items_per_s"] / b["items_per_s"] for a, b in zip(runs["hubtune"], runs["ray"])]
+        summary.append(fact_row("hubtune serve items/s / Ray Serve @serve.batch items/s",
+                                f"{med(pairs):.2f}x (per repeat {min(pairs):.2f}-{max(pairs):.2f}, n={len(pairs)})", ""))
+    if "hubtune" in runs and "hubtune-nobatch" in runs:
+        pairs = [a["items_per_s"] / b["items_per_s"] for a, b in zip(runs["hubtune"], runs["hubtune-nobatch"])]
+        summary.append(fact_row("batching: max batch 32 / max batch 1, items/s",
+                                f"{med(pairs):.2f}x (per repeat {min(pairs):.2f}-{max(pairs):.2f}, n={len(pairs)})", ""))
+    result = {"model": MODEL, "requests": args.requests, "concurrency": args.concurrency,
+              "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "seed": args.seed,
+              "stacks": runs, "extract": extracts, "ratios": ratios, "summary": summary}
+    for row in summary:
+        print(f"{row['measurement']}: {row['result']}  (target {row['target'] or '-'})")
+    path = save("serve" + (f"-{args.tag}" if args.tag else ""), result)
+    path.with_suffix(".md").write_text(markdown(result))
+    print(f"saved {path} and {path.with_suffix('.md').relative_to(RESULTS.parent.parent)}")
+
+
+if __name__ == "__main__":
+    main()
