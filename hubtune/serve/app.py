@@ -62,6 +62,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
     items = Items(config.thumbnail_px)
 
     def loaded(task: "asyncio.Future[None]") -> None:
+        if task.cancelled():  # the server stopped while loading
+            return
         error = task.exception()
         if error is not None:
             svc.error = error
@@ -78,6 +80,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
         else:
             logger.info("hubtune serve: loading %s (listening at %s; /readyz answers 200 once loaded)",
                         config.ref, app.state.url)
+
             def load() -> None:
                 setup()
                 svc.load()

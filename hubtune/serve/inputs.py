@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import warnings
 from typing import Any, Sequence
 
@@ -167,8 +166,3 @@ def form_body(fields: dict[str, list[Any]], lists: Sequence[str], scalars: dict[
 
 def is_multipart(request: Any) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
-
-
-def dumps(data: Any) -> bytes:
-    """Compact JSON (vectors make large bodies: no spaces)."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
