@@ -1,0 +1,73 @@
+"""``hubtune serve --engine ray``: the same app as 2 Ray Serve replicas on a local Ray (2 CPUs, 127.0.0.1)
+answers /healthz, /readyz and /v1/embed as the local engine does, bad inputs with the same 4xx body, and
+Ray shuts down cleanly.
+
+The two engines fill separate stores, so each computes its vectors (stored as float16, as ``export``
+writes them); they agree to float16 rounding (the replicas run one torch thread each, the local engine
+two, so sums may round in another order).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
+pytest.importorskip("fastapi")
+
+pytestmark = pytest.mark.slow
+MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
+RAY_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1"}
+TEXTS = ["a wonderful evening", "the food was awful", "trains leave every hour from the north platform", "ok"]
+
+
+def config(cache: Path) -> Any:
+    from hubtune.backbone import LoadOptions
+    from hubtune.serve.config import ServeConfig
+
+    return ServeConfig(ref=MODEL, cache=cache, options=LoadOptions(precision="fp32", device="cpu"), port=0)
+
+
+def test_two_ray_replicas_answer_as_the_local_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubtune.serve import ray_engine
+    from hubtune.serve.runner import Running
+
+    with Running(config(tmp_path / "local")) as local:
+        expected = httpx.post(local.url + "/v1/embed", json={"inputs": TEXTS}, timeout=60)
+        refused = httpx.post(local.url + "/v1/embed", json={"inputs": [1]}, timeout=60)
+    assert expected.status_code == 200 and 400 <= refused.status_code < 500
+
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 << 20,
+             _node_ip_address="127.0.0.1")
+    try:
+        url = ray_engine.start(config(tmp_path / "ray"), replicas=2, cpus_per_replica=1)
+        assert url.startswith("http://127.0.0.1:")
+        assert ray_engine.replicas_running() == 2
+        assert httpx.get(url + "/healthz", timeout=30).json() == {"status": "ok"}
+        ready = httpx.get(url + "/readyz", timeout=30)
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+
+        with ThreadPoolExecutor(6) as pool:  # concurrent requests: spread over both replicas, each batching
+            answers = list(pool.map(lambda _: httpx.post(url + "/v1/embed", json={"inputs": TEXTS}, timeout=120),
+                                    range(6)))
+        want = expected.json()
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            got = answer.json()
+            assert {k: got[k] for k in ("model", "fingerprint", "dim")} == {k: want[k] for k in ("model", "fingerprint", "dim")}
+            np.testing.assert_allclose(np.array(got["vectors"]), np.array(want["vectors"]), atol=2e-3)
+
+        bad = httpx.post(url + "/v1/embed", json={"inputs": [1]}, timeout=30)
+        assert bad.status_code == refused.status_code and bad.json() == refused.json()
+    finally:
+        ray_engine.stop()
+        ray.shutdown()
+    assert not ray.is_initialized()
