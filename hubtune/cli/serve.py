@@ -61,7 +61,7 @@ def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tu
     One backbone per process, loaded once; concurrent requests are batched. Results equal
     `export`, `search --json` and `predict --json` for the same inputs. Routes: GET /healthz,
     GET /readyz, POST /v1/embed, /v1/search, /v1/predict, GET /v1/datasets/NAME/items/ROW, the
-    API schema at /openapi.json (browse it at /docs) and a search page at /.
+    API schema at /openapi.json and a search page at /.
 
     \b
     Example:

@@ -2,8 +2,8 @@
 
 Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (503 until the model, indexes and heads
 are loaded), ``GET /v1/info``, ``POST /v1/embed``, ``POST /v1/search``, ``POST /v1/predict``,
-``GET /v1/datasets/{name}/items/{row}``, the OpenAPI schema at ``/openapi.json`` (``/docs`` shows it),
-and the page: ``GET /`` serves ``static/index.html`` and ``/static/*`` the folder beside it.
+``GET /v1/datasets/{name}/items/{row}``, the OpenAPI schema at ``/openapi.json`` (no ``/docs``: FastAPI's
+Swagger UI loads its scripts from a CDN), and the page: ``GET /`` serves ``static/index.html`` and ``/static/*`` the folder beside it.
 
 Every error answer is the JSON of :func:`hubtune.serve.statuses.error_body`, with the status
 :mod:`hubtune.serve.statuses` maps the error class to. The model is loaded in a thread after the
@@ -89,7 +89,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
         yield
         await batcher.stop()
 
-    app = FastAPI(title="hubtune serve", version=__version__, lifespan=lifespan,
+    # no /docs or /redoc: their pages load scripts from a CDN; the service works offline and the page is at /
+    app = FastAPI(title="hubtune serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Embeddings, search and heads of one hubtune backbone. Errors are "
                   "`{error, message, status}`; `/v1` routes need `Authorization: Bearer TOKEN` when the "
                   "service was started with a token.")
@@ -142,7 +143,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
         index = STATIC / "index.html"
         if not index.is_file():
             return JSONResponse({"error": "NotFound", "message": "the page is not installed (no "
-                                 "hubtune/serve/static/index.html); the API is at /docs", "status": 404}, 404)
+                                 "hubtune/serve/static/index.html); the API's schema is at /openapi.json", "status": 404}, 404)
         return FileResponse(index, media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

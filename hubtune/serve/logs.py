@@ -42,7 +42,7 @@ def setup_logging(json_logs: bool) -> None:
 def startup_line(url: str, info: dict[str, Any]) -> None:
     datasets = ", ".join(d["name"] for d in info.get("datasets", [])) or "none"
     heads = ", ".join(h["name"] for h in info.get("heads", [])) or "none"
-    logger.info("hubtune serve: ready at %s (model %s, datasets: %s, heads: %s; API docs at %s/docs)",
+    logger.info("hubtune serve: ready at %s (model %s, datasets: %s, heads: %s; API schema at %s/openapi.json)",
                 url, info.get("model"), datasets, heads, url,
                 extra={"fields": {"event": "ready", "url": url, "model": info.get("model"),
                                   "datasets": datasets, "heads": heads}})
