@@ -141,3 +141,19 @@ def test_c_search_ties_go_to_the_lower_validation_loss() -> None:
     assert tried[best] == 1.0 and sum(accuracy == 1.0 for accuracy in tried.values()) > 1  # a tie to break
     confidence = linear.fit(x[:60], y[:60], 2, best).probabilities(x[60:]).max(1).mean()
     assert best > min(c for c, accuracy in tried.items() if accuracy == 1.0) and confidence > 0.9
+
+
+def test_mlp_keeps_training_past_a_perfect_first_epoch_on_small_data() -> None:
+    """On a tiny validation split accuracy is 1.0 after one step; ties go to the lower validation loss,
+    so the kept epoch is a trained one (it was epoch 0: probabilities near uniform)."""
+    from hubtune.heads import mlp
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 64))
+    def sample(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(3), per_class)
+        return (centres[y] + rng.normal(0, 0.5, (len(y), 64))).astype(np.float32), y
+    (x, y), (xv, yv) = sample(16), sample(2)
+    state, accuracy, epoch = mlp.fit(x, y, xv, yv, 3, mlp.MLPConfig())
+    assert accuracy == 1.0 and epoch > 0
+    assert mlp.probabilities(state, xv, mlp.MLPConfig()).max(1).mean() > 0.9

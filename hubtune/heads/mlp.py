@@ -1,8 +1,10 @@
 """The MLP head: standardise -> Linear -> GELU -> Dropout -> Linear, AdamW, early stopping.
 
 Inputs arrive standardised by the head's :class:`~hubtune.heads.features.Normaliser`; training
-keeps the weights of the epoch with the best validation accuracy and stops after ``patience``
-epochs without improvement.
+keeps the weights of the epoch with the best validation accuracy, ties going to the lower validation
+log-loss, and stops after ``patience`` epochs without improvement. (Accuracy alone kept epoch 0 on
+small data: a 6-item validation split is 100 % right after one optimiser step, and that barely
+trained head scored 0.72 where the linear probe scored 1.0.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
     wt = torch.as_tensor(np.ones(len(y)) if sample_weight is None else sample_weight, dtype=torch.float32)
     xv = torch.as_tensor(x_val, dtype=torch.float32)
     generator = torch.Generator().manual_seed(config.seed)
+    yv = torch.as_tensor(y_val, dtype=torch.long)
     best = (-1.0, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    best_loss = float("inf")
     for epoch in range(config.epochs):
         model.train()
         for batch in torch.randperm(len(xt), generator=generator).split(config.batch_size):
@@ -53,9 +57,11 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
             optimiser.step()
         model.eval()
         with torch.no_grad():
-            accuracy = float((model(xv).argmax(1).numpy() == y_val).mean()) if len(y_val) else 0.0
-        if accuracy > best[0]:
-            best = (accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            logits = model(xv)
+            accuracy = float((logits.argmax(1).numpy() == y_val).mean()) if len(y_val) else 0.0
+            val_loss = float(torch.nn.functional.cross_entropy(logits, yv)) if len(y_val) else 0.0
+        if accuracy > best[0] or (accuracy == best[0] and val_loss < best_loss):
+            best, best_loss = (accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}), val_loss
         elif epoch - best[1] >= config.patience:
             break
     return {k: v.numpy() for k, v in best[2].items()}, best[0], best[1]
