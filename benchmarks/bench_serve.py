@@ -18,12 +18,15 @@ answered from the cache):
 - `ray-replicas` (only with `--stacks ...,ray-replicas`): `hubtune serve --engine ray --replicas 2`'s
   deployment (`hubtune.serve.ray_engine`: the same FastAPI app, batcher included, in each replica);
 - `extract`: offline `hubtune.extract.extract` of the same inputs (all of them, in request order) into a
-  fresh store, model preloaded and warmed, as bench_text_extract.py times it.
+  fresh store, model preloaded and warmed, as bench_text_extract.py times it; run right before each
+  served load (the other tenants' load drifts within minutes), and each load's ratio is to that extract.
 
 Each served load starts after a warm-up (64 requests of other sentences). Reported per stack: p50/p99
 latency, requests/s, items/s, errors (non-200 answers, answers with a wrong number of vectors, client
-errors); and served items/s over extract items/s of the same repeat (target with batching: >= 0.70,
-0 errors). The load average is recorded before each measurement (the machine is shared).
+errors); served items/s over the extract items/s measured just before (target with batching: >= 0.70,
+0 errors); and, less sensitive to the other tenants, items per CPU-second of the server's whole process
+tree (Ray's proxy, controller and raylet included) over extract's items per CPU-second, and the client's
+CPU seconds. The load average is recorded before each measurement (the machine is shared).
 
 Usage: python benchmarks/bench_serve.py [--requests 2000] [--concurrency 32] [--repeats 3]
        [--stacks hubtune,ray,hubtune-nobatch] [--tag NAME]
@@ -55,6 +58,36 @@ HERE = Path(__file__).resolve()
 RAY_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1",
            "RAY_SERVE_LOG_TO_STDERR": "0"}
 STACKS = ("hubtune", "ray", "hubtune-nobatch", "ray-replicas")
+
+
+# -- CPU time (the machine is shared: CPU seconds per item do not depend on the others' load as much) ----
+def cpu_self() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (and of the children they reaped), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    tree, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        tree.add(current)
+        todo.extend(child for child, parent in parents.items() if parent == current and child not in tree)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 # -- the load --------------------------------------------------------------------------------------------
@@ -102,7 +135,9 @@ async def load(url: str, payloads: list[list[str]], concurrency: int) -> dict[st
 def client_main(url: str, payload_file: str, concurrency: int, out: str) -> None:
     data = json.loads(Path(payload_file).read_text())
     asyncio.run(load(url, data["warmup"], concurrency))
+    before = cpu_self()
     result = asyncio.run(load(url, data["requests"], concurrency))
+    result["cpu_s"] = cpu_self() - before
     Path(out).write_text(json.dumps(result))
 
 
@@ -203,10 +238,11 @@ def extract_main(payload_file: str, work: str, out: str) -> None:
     table.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     backbone = hubtune.load_backbone(MODEL, precision="fp32", device="cpu")
     backbone.embed([text for request in data["warmup"] for text in request][:64])
+    before = cpu_self()
     with EmbeddingStore(Path(work) / "store") as store:
         summary = extract(MODEL, table, store, backbone=backbone, options=LoadOptions(precision="fp32"),
                           progress=False)
-    Path(out).write_text(json.dumps({"items": len(texts), "seconds": summary.seconds}))
+    Path(out).write_text(json.dumps({"items": len(texts), "seconds": summary.seconds, "cpu_s": cpu_self() - before}))
 
 
 # -- the orchestrator --------------------------------------------------------------------------------------
@@ -247,7 +283,7 @@ def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace)
     """Start ``stack``'s server, run the load from its own process, stop the server."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cache = work / f"cache-{stack}"
+    cache = work / f"cache-{stack}-{time.monotonic_ns()}"  # a fresh store each time: nothing answered from the cache
     env = {**os.environ, **RAY_ENV, "HF_HUB_OFFLINE": "1"}
     log = open(work / f"{stack}.log", "ab")
     if stack.startswith("hubtune"):
@@ -267,9 +303,11 @@ def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace)
         wait_ready(url, server)
         out = work / f"{stack}-client.json"
         load_before = os.getloadavg()[0]
+        server_cpu = tree_cpu(server.pid)
         subprocess.run([sys.executable, str(HERE), "--role", "client", "--url", url, "--payloads", str(payload_file),
                         "--concurrency", str(args.concurrency), "--out", str(out)], check=True, env=env)
         result = json.loads(out.read_text())
+        server_cpu = tree_cpu(server.pid) - server_cpu
     finally:
         stop(server, sig)
         log.close()
@@ -278,7 +316,8 @@ def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace)
     return {"stack": stack, "requests": len(lat), "items": items, "wall_s": result["wall_s"],
             "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
             "requests_per_s": len(lat) / result["wall_s"], "items_per_s": items / result["wall_s"],
-            "errors": len(result["errors"]), "error_samples": result["errors"][:5], "load_before": load_before}
+            "errors": len(result["errors"]), "error_samples": result["errors"][:5], "load_before": load_before,
+            "server_cpu_s": server_cpu, "client_cpu_s": result["cpu_s"], "items_per_server_cpu_s": items / server_cpu}
 
 
 def offline(payload_file: Path, work: Path) -> dict[str, Any]:
@@ -291,7 +330,8 @@ def offline(payload_file: Path, work: Path) -> dict[str, Any]:
                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
     result = json.loads(out.read_text())
     return {"stack": "extract", "items": result["items"], "seconds": result["seconds"],
-            "items_per_s": result["items"] / result["seconds"], "load_before": load_before}
+            "items_per_s": result["items"] / result["seconds"], "load_before": load_before,
+            "cpu_s": result["cpu_s"], "items_per_cpu_s": result["items"] / result["cpu_s"]}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -353,16 +393,20 @@ def main() -> None:
     ratios: dict[str, list[float]] = {stack: [] for stack in stacks}
     for repeat in range(args.repeats):
         order = stacks[repeat % len(stacks):] + stacks[:repeat % len(stacks)]  # alternate who goes first
-        extracts.append(offline(payload_file, work))
-        print(f"repeat {repeat}: extract {extracts[-1]['items_per_s']:.1f} items/s "
-              f"(load {extracts[-1]['load_before']:.2f})", flush=True)
         for stack in order:
+            extracts.append(offline(payload_file, work))  # next to each load: the others' load drifts in minutes
+            print(f"repeat {repeat}: extract {extracts[-1]['items_per_s']:.1f} items/s, "
+                  f"{extracts[-1]['items_per_cpu_s']:.1f} items/CPU-s (load {extracts[-1]['load_before']:.2f})", flush=True)
             row = served(stack, payload_file, work, args)
+            row["extract_items_per_s"] = extracts[-1]["items_per_s"]
+            row["cpu_ratio"] = row["items_per_server_cpu_s"] / extracts[-1]["items_per_cpu_s"]
             runs[stack].append(row)
             ratios[stack].append(row["items_per_s"] / extracts[-1]["items_per_s"])
             print(f"repeat {repeat}: {stack}: p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
                   f"{row['requests_per_s']:.1f} req/s, {row['items_per_s']:.1f} items/s, {row['errors']} errors, "
-                  f"{ratios[stack][-1]:.2f}x extract (load {row['load_before']:.2f})", flush=True)
+                  f"{ratios[stack][-1]:.2f}x extract; server {row['items_per_server_cpu_s']:.1f} items/CPU-s "
+                  f"({row['cpu_ratio']:.2f}x extract's), client {row['client_cpu_s']:.1f} CPU-s "
+                  f"(load {row['load_before']:.2f})", flush=True)
     med = statistics.median
     summary = [fact_row("offline extract items/s (same inputs, fp32)",
                         f"{med(r['items_per_s'] for r in extracts):.1f} (n={len(extracts)})", "")]
@@ -372,6 +416,9 @@ def main() -> None:
         summary.append(fact_row(f"{stack}: served items/s / extract items/s",
                                 f"{med(rs):.2f} (per repeat {min(rs):.2f}-{max(rs):.2f}, n={len(rs)}); "
                                 f"{sum(r['errors'] for r in runs[stack])} errors", target))
+        cpu = [r["cpu_ratio"] for r in runs[stack]]
+        summary.append(fact_row(f"{stack}: items per server CPU-second / extract's items per CPU-second",
+                                f"{med(cpu):.2f} (per repeat {min(cpu):.2f}-{max(cpu):.2f}, n={len(cpu)})", ""))
     if "hubtune" in runs and "ray" in runs:
         pairs = [a["items_per_s"] / b["items_per_s"] for a, b in zip(runs["hubtune"], runs["ray"])]
         summary.append(fact_row("hubtune serve items/s / Ray Serve @serve.batch items/s",
