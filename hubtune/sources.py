@@ -52,6 +52,12 @@ class Source:
         """Models this source offers, filtered by a shell-style ``pattern``."""
         return []
 
+    def modality(self, ref: "ModelRef") -> str | None:
+        """What ``ref`` embeds (``image``, ``text``, or ``image+text`` for a two-tower model) when the source
+        can tell without loading it: no weights read, no network. ``None`` (the default): only loading tells.
+        ``compare`` asks it to refuse a model of the wrong kind for the data before loading it."""
+        return None
+
     def pull(self, ref: "ModelRef", options: "LoadOptions") -> PullResult:
         """Fetch the weights into the local cache (or, offline, confirm they are there).
 

@@ -211,3 +211,31 @@ def test_pareto_and_order_of_rows() -> None:
                                row("twin", 0.7, 0.5, 100)]))
     assert [r["ref"] for r in rows] == ["tie-knn", "slow-best", "fast", "dominated", "twin", "broken"]
     assert {r["ref"] for r in rows if r["pareto"]} == {"slow-best", "fast", "twin"}
+
+
+def test_a_misspelt_option_lists_the_model_options(split_data: Path, tmp_path: Path) -> None:
+    import hubtune
+
+    with pytest.raises(TypeError, match=r"compare\(\) got unknown option 'wieghts'; model options are .*weights"):
+        hubtune.compare([MODELS[0]], split_data, cache=tmp_path / "cache", progress=False, wieghts="random")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_model_of_the_wrong_kind_is_refused_without_loading_it(split_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source tells the kind (timm: images; hf: from the cached snapshot's files), so compare refuses
+    the model before loading it (a text model took 9-13 s to be refused on images)."""
+    import hubtune
+    import hubtune.api
+
+    def no_load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(hubtune.api, "load_backbone", no_load)
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"item {i}", "label": str(i % 2)}) + "\n" for i in range(12)))
+    for model, data, kind in (("hf:sentence-transformers/all-MiniLM-L6-v2", split_data, "a text model"),
+                              (MODELS[0], texts, "an image model")):
+        row, = hubtune.compare([model], data, cache=tmp_path / "cache", progress=False, **MODEL_OPTIONS)
+        assert kind in row["error"] and "cannot be compared on this dataset" in row["error"], row["error"]
+        assert row["seconds"] < 2

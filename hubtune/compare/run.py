@@ -6,7 +6,8 @@ cached is reused), fit the kNN head and the linear probe with ``hubtune train``'
 (:func:`hubtune.heads.training.train_head`) on the training items, score them on the scored items
 (:mod:`hubtune.compare.split`) as ``hubtune eval`` scores, and measure the extraction rate on this
 machine. A model that fails (not found, wrong modality, load error) gets a row with its ``error``
-and no accuracies; the others go on.
+and no accuracies; the others go on. A model its source says is of the wrong kind for the data
+(:meth:`hubtune.sources.Source.modality`) is refused before it is loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hubtune.backbone import LoadOptions
 from hubtune.compare.rank import mark_pareto, ranked
 from hubtune.compare.split import HOLDOUT, EvaluationSplit, accuracy, evaluation_split, positions, scored_rows, training_data
 from hubtune.data import Dataset, Item, open_dataset
+from hubtune.embedding import load_options
 from hubtune.errors import DatasetError, HubtuneError, TowerError
 from hubtune.extract.options import ExtractOptions
 from hubtune.store import EmbeddingStore
@@ -63,7 +65,7 @@ def compare(
     other beats on both linear accuracy and items/s.
 
     ``options`` (or keyword ``overrides`` of its fields: ``weights="random"``, ``precision="fp32"``, ...)
-    apply to every model. ``cache`` is the store (default: hubtune's default cache); ``dataset_name``,
+    apply to every model; another keyword is a ``TypeError`` naming the valid ones, as in ``hubtune.embed``. ``cache`` is the store (default: hubtune's default cache); ``dataset_name``,
     ``batch_size``, ``workers``, ``streams`` and ``stored_dtype`` are ``extract``'s. Scored on the
     dataset's ``test`` split, or without one on a stratified ``holdout`` fraction drawn with ``seed``.
     ``items_per_s`` is the extraction rate: from the extraction when it embedded at least
@@ -75,7 +77,7 @@ def compare(
     models = [models] if isinstance(models, str) else list(models)
     if not models:
         raise HubtuneError("compare needs at least one model reference")
-    options = replace(options or LoadOptions(), **overrides)
+    options = load_options(options, overrides, "compare")
     run = ExtractOptions(options=options, dataset_name=dataset_name, batch_size=batch_size, workers=workers,
                          stored_dtype=stored_dtype, progress=progress, streams=streams)
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
@@ -109,9 +111,13 @@ def _compare_one(ref: str, dataset: Dataset, items: list[Item], split: Evaluatio
     started = time.perf_counter()
     try:
         stage("load")
+        kind = known_modality(dataset)
+        declared = _declared_modality(ref) if kind is not None else None
+        if declared is not None and kind not in declared.split("+"):  # refused without loading it
+            raise _wrong_kind(dataset, ref, declared)
         options = run.options
-        if options.tower is None and known_modality(dataset) is not None:  # as extract asks for the data's tower
-            options = replace(options, tower=known_modality(dataset))
+        if options.tower is None and kind is not None:  # as extract asks for the data's tower
+            options = replace(options, tower=kind)
         backbone = _load(ref, dataset, options)
         row["dim"], row["params_m"] = backbone.dim, parameters_m(backbone)
         stage("extract")
@@ -156,12 +162,26 @@ def _load(ref: str, dataset: Dataset, options: LoadOptions) -> "Backbone":
     try:
         return load_backbone(ref, options)
     except TowerError as exc:
-        raise DatasetError(f"{dataset.location} holds {dataset.modality}s but {ref} is {_a(exc.modality)} model; "
-                           f"it cannot be compared on this dataset") from exc
+        raise _wrong_kind(dataset, ref, exc.modality) from exc
 
 
-def _a(kind: str) -> str:
-    return f"an {kind}" if kind == "image" else f"a {kind}"
+def _declared_modality(ref: str) -> str | None:
+    """What ``ref`` embeds where its source tells without loading it (:meth:`hubtune.sources.Source.modality`:
+    ``image``, ``text``, ``image+text``); None where only loading tells, or the reference does not resolve
+    (the load then says why, as it always has)."""
+    from hubtune.registry import get_source, resolve_ref
+
+    try:
+        parsed = resolve_ref(ref)
+        return get_source(str(parsed.source)).modality(parsed)
+    except Exception:  # an unknown name, a plugin's broken answer: the load reports it
+        return None
+
+
+def _wrong_kind(dataset: Dataset, ref: str, modality: str) -> DatasetError:
+    article = "an" if modality.startswith("image") else "a"
+    return DatasetError(f"{dataset.location} holds {dataset.modality}s but {ref} is {article} {modality} model; "
+                        f"it cannot be compared on this dataset")
 
 
 def parameters_m(backbone: "Backbone") -> float:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from hubtune.hfhub import CODE_PATTERNS, SAFE_PATTERNS, cached_commit, hub_cache_dir, snapshot
+from hubtune.hfhub import CODE_PATTERNS, SAFE_PATTERNS, cached_commit, hub_cache_dir, repo_folder, snapshot
 from hubtune.refs import ModelRef
 from hubtune.plugin import (
     Backbone, LoadOptions, ModelInfo, ModelNotFoundError, ModelRefError, PullResult, Source, UnsafeModelError,
@@ -66,6 +66,23 @@ class HFSource(Source):
             except ModelNotFoundError:
                 continue
             yield ModelInfo(ref=f"hf:{repo}", source=self.name, modality=modality)
+
+    def modality(self, ref: ModelRef) -> str | None:
+        """As :meth:`load` decides it (:func:`modality_of`), from the snapshot already in the local cache (or
+        the embedded model's shipped files); None when that revision is not here (only a download would tell)."""
+        if ref.id.startswith("hf-hub:"):
+            return None
+        commit = ref.revision if ref.pinned else cached_commit(ref.id, ref.revision or "main")
+        folder = repo_folder(ref.id) / "snapshots" / (commit or "")
+        if commit is None or not folder.is_dir():
+            shipped = embedded_files() if ref.id == EMBEDDED_REPO and ref.revision is None else None
+            if shipped is None:
+                return None
+            folder = shipped
+        try:
+            return modality_of(folder)
+        except ModelNotFoundError:
+            return None
 
     def resolve(self, ref: ModelRef, options: LoadOptions) -> tuple[Path, str]:
         """Pinned snapshot folder and commit for ``ref``, enforcing the code and pickle policy."""

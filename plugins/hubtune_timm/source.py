@@ -128,6 +128,9 @@ class TimmSource(Source):
 
         return name.startswith(HF_HUB_PREFIX) or timm.is_model(name)
 
+    def modality(self, ref: ModelRef) -> str | None:
+        return "image"  # every model of this source embeds images
+
     def list_models(self, pattern: str | None = None) -> Iterable[ModelInfo]:
         import timm
 

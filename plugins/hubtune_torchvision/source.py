@@ -205,6 +205,9 @@ class TorchvisionSource(Source):
     def claims(self, name: str) -> bool:
         return name in classification_models()
 
+    def modality(self, ref: ModelRef) -> str | None:
+        return "image"  # every model of this source embeds images
+
     def list_models(self, pattern: str | None = None) -> Iterable[ModelInfo]:
         from torchvision.models import get_model_weights
 
