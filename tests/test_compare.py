@@ -213,6 +213,27 @@ def test_pareto_and_order_of_rows() -> None:
     assert {r["ref"] for r in rows if r["pareto"]} == {"slow-best", "fast", "twin"}
 
 
+def test_a_dataset_the_heads_cannot_train_on_is_refused_before_any_model(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    single = _folder(tmp_path / "single", {"train": 6, "test": 2}, seed=2)
+    for extra in CLASSES[1:]:  # one class left: red
+        for split in ("train", "test"):
+            for file in (single / split / extra).iterdir():
+                file.unlink()
+            (single / split / extra).rmdir()
+    flat = tmp_path / "flat-single" / "red"
+    flat.mkdir(parents=True)
+    for i in range(6):
+        (flat / f"{i}.png").write_bytes((single / "train" / "red" / f"{i:03d}.png").read_bytes())
+    lonely = _folder(tmp_path / "lonely", {"train": 1, "test": 1}, seed=3)  # no class with 2 training items
+    for data, says in ((single, "1 class: 'red' (6 items)"), (flat.parent, "1 class: 'red' (6 items)"),
+                       (lonely, "3 classes: 'blue' (1 item), 'green' (1 item), 'red' (1 item)")):
+        result = invoke("compare", MODELS[0], "--data", str(data), "--cache", str(cache), *MODEL_ARGS, "--no-progress")
+        assert result.exit_code == 2, (data, result.output)
+        assert says in result.output and ("two classes" in result.output or "validation item" in result.output)
+        assert not cache.exists()  # refused before the store opened, let alone a model
+
+
 def test_a_misspelt_option_lists_the_model_options(split_data: Path, tmp_path: Path) -> None:
     import hubtune
 

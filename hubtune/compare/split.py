@@ -9,10 +9,13 @@ training data, with the same ``val`` handling inside it.
 
 The split is decided on the dataset's items, before any model runs, so every model is scored on
 the same items (an item a model failed to embed is simply missing from both of that model's sides).
+What the heads need is checked then too, once: two classes to train on, a validation item, a scored
+item of a trained class; a dataset without them is refused before a model loads.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -52,9 +55,13 @@ def evaluation_split(items: Sequence[Item], seed: int = 0, fraction: float = HOL
     labelled = [i for i, item in enumerate(items) if item.label is not None]
     if not labelled:
         raise HeadError("the dataset has no labelled items; add a `label` column or class folders")
+    trained_on = [items[i].label for i in labelled if items[i].split in TRAIN_SPLITS]
+    if len(set(trained_on)) < 2:
+        raise HeadError(f"the heads need at least two classes to train on; the dataset's labelled train/val items "
+                        f"have {_classes(trained_on)}: add items of another class")
     test = [i for i in labelled if items[i].split == "test"]
     if test:
-        return EvaluationSplit("test", frozenset(test))
+        return _checked(items, EvaluationSplit("test", frozenset(test)))
     by_key: dict[bytes, list[int]] = {}
     for i in labelled:
         if items[i].split in TRAIN_SPLITS:
@@ -69,8 +76,39 @@ def evaluation_split(items: Sequence[Item], seed: int = 0, fraction: float = HOL
         for k in sorted(rng.choice(members, take, replace=False).tolist()):
             held.extend(by_key[keys[k]])
     if not held:
-        raise HeadError("too few labelled items to hold any out: give the dataset a `test` split or more items")
-    return EvaluationSplit("holdout", frozenset(held), seed, fraction)
+        raise HeadError(f"no class has 2 or more labelled train/val items ({_classes(labels.tolist())}), so none "
+                        "can be held out to score on: give the dataset a `test` split or more items per class")
+    return _checked(items, EvaluationSplit("holdout", frozenset(held), seed, fraction))
+
+
+def _classes(labels: Sequence[str | None]) -> str:
+    """``2 classes: 'a' (3 items), 'b' (1 item)``, the first few by name."""
+    counts = Counter(labels)
+    shown = [f"{label!r} ({n} item{'s' * (n != 1)})" for label, n in sorted(counts.items(), key=str)[:5]]
+    more = f", ... ({len(counts) - 5} more)" if len(counts) > 5 else ""
+    return f"{len(counts)} class{'es' * (len(counts) != 1)}: {', '.join(shown)}{more}" if counts else "no labelled item"
+
+
+def _checked(items: Sequence[Item], split: EvaluationSplit) -> EvaluationSplit:
+    """``split``, once the heads can be fitted and scored on it, checked before any model runs as
+    ``train_head`` checks for each: at least two classes in the training items (labelled train/val
+    items, less a hold-out), a validation item (a ``val`` split, or a class with two or more training
+    items to set one aside from), and a scored item whose label is one of those classes."""
+    training = [i for i, item in enumerate(items)
+                if item.label is not None and item.split in TRAIN_SPLITS and i not in split.scored]
+    labels = [items[i].label for i in training]
+    counts = Counter(labels)
+    where = "train/val items" + (" outside the hold-out" if split.kind == "holdout" else "")
+    if len(counts) < 2:
+        raise HeadError(f"the heads need at least two classes to train on; the dataset's labelled {where} have "
+                        f"{_classes(labels)}: add items of another class")
+    if not any(items[i].split == "val" for i in training) and max(counts.values()) < 2:
+        raise HeadError(f"the heads need a validation item: a `val` split, or a class with 2 or more training items "
+                        f"to set one aside from; the dataset's labelled {where} have {_classes(labels)}")
+    if not any(items[i].label in counts for i in split.scored):
+        raise HeadError(f"no scored item ({split.describe()}) has a label of the training items "
+                        f"({_classes(labels)}): the heads could not score any")
+    return split
 
 
 def positions(vectors: "DatasetVectors", items: Sequence[Item]) -> list[int]:
