@@ -156,6 +156,13 @@ class CompareError(HubtuneError):
     """Every model given to ``compare`` failed (each row says why)."""
 
 
+class PlotError(HubtuneError, ValueError):
+    """A plot file hubtune cannot write (its folder cannot be made or written, a format matplotlib does not
+    write), or nothing to draw (every model failed)."""
+
+    exit_code = 2
+
+
 # -- the HTTP service (hubtune serve; hubtune.serve.statuses maps each class to its HTTP status) -----------
 class ServeError(HubtuneError):
     """``hubtune serve`` cannot start as asked: a head made for another backbone, a token variable that is

@@ -58,9 +58,10 @@ def split_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(split_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``hubtune compare`` of the three models over ``split_data`` into a fresh cache, with --plot."""
+    """``hubtune compare`` of the three models over ``split_data`` into a fresh cache, with --plot into a
+    folder that does not exist yet (made before any model runs)."""
     work = tmp_path_factory.mktemp("compare-run")
-    cache, plot = work / "cache", work / "models.png"
+    cache, plot = work / "cache", work / "plots" / "models.png"
     result = invoke("compare", *MODELS, "--data", str(split_data), "--cache", str(cache), *MODEL_ARGS,
                     "--workers", "0", "--no-progress", "--json", "--plot", str(plot))
     assert result.exit_code == 0, result.output
@@ -211,6 +212,82 @@ def test_pareto_and_order_of_rows() -> None:
                                row("twin", 0.7, 0.5, 100)]))
     assert [r["ref"] for r in rows] == ["tie-knn", "slow-best", "fast", "dominated", "twin", "broken"]
     assert {r["ref"] for r in rows if r["pareto"]} == {"slow-best", "fast", "twin"}
+
+
+def test_a_bad_plot_path_is_refused_before_any_model_runs(split_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "cache"
+    for bad, says in (("x.txt", "ends in .txt"), ("x", "has no suffix"), ("a-file/x.png", "a-file is a file")):
+        result = invoke("compare", MODELS[0], "--data", str(split_data), "--cache", str(cache), *MODEL_ARGS,
+                        "--no-progress", "--json", "--plot", str(tmp_path / bad))
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--plot" in result.output and says in result.output and ".png" in result.output, result.output
+        assert "Traceback" not in result.output and result.stdout == ""
+        assert not cache.exists()  # no model ran: the store was never opened
+
+    from hubtune.compare import plot
+    from hubtune.errors import HubtuneError, PlotError
+
+    row = {"ref": "m", "linear_accuracy": 0.5, "knn_accuracy": 0.5, "items_per_s": 10.0, "error": None, "pareto": True}
+    for bad in ("x.txt", "a-file/x.png"):
+        with pytest.raises(PlotError) as raised:
+            plot([row], tmp_path / bad)
+        assert isinstance(raised.value, HubtuneError)
+    assert plot([row], tmp_path / "new" / "folder" / "x.svg").read_bytes().lstrip().startswith(b"<?xml")
+
+
+def test_the_plot_keeps_labels_and_legend_off_the_points_and_accuracy_at_most_one(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    from hubtune.compare import mark_pareto, plot
+
+    drawn = []  # (figure, its renderer), taken as it is saved (plot closes it after)
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: (save(self, *a, **k), drawn.append((self, self.canvas.get_renderer()))))
+
+    def row(ref: str, linear: float, speed: float) -> dict[str, Any]:
+        return {"ref": ref, "linear_accuracy": linear, "knn_accuracy": linear, "items_per_s": speed, "error": None}
+
+    long = "timm:vit_large_patch14_clip_224.openai_ft_in12k_in1k"
+    cases = {"perfect": [row(MODELS[0], 1.0, 400), row(MODELS[1], 1.0, 30), row(long, 1.0, 60)],
+             "spread": [row(MODELS[0], 0.92, 400), row(MODELS[1], 0.3, 10), row(MODELS[2], 0.35, 12), row(long, 0.5, 350)],
+             "close": [row(MODELS[0], 1.0, 13.0), row(MODELS[2], 1.0, 14.8), row(MODELS[1], 1.0, 17.1)]}
+    problems = []
+    for name, rows in cases.items():
+        plot(mark_pareto(rows), tmp_path / f"{name}.png")
+        figure, renderer = drawn[-1]
+        axes = figure.axes[0]
+        box = axes.get_window_extent(renderer)
+        if axes.get_ylim()[1] > 1.0:
+            problems.append(f"{name}: the accuracy axis goes to {axes.get_ylim()[1]:.3f}")
+        if axes.get_legend()._loc != 0:  # "best": placed off the points
+            problems.append(f"{name}: the legend is fixed at {axes.get_legend()._loc}")
+        assert sorted(label.get_text() for label in axes.texts) == sorted(r["ref"] for r in rows)
+        extents = [label.get_window_extent(renderer) for label in axes.texts]
+        for label, extent in zip(axes.texts, extents):
+            if not box.x0 <= extent.x0 <= extent.x1 <= box.x1:
+                problems.append(f"{name}: {label.get_text()} runs past the axes")
+            if any(extent.overlaps(other) for other in extents if other is not extent):
+                problems.append(f"{name}: {label.get_text()} covers another label")
+    assert not problems, problems
+
+
+def test_when_every_model_fails_no_plot_is_written(split_data: Path, tmp_path: Path) -> None:
+    target = tmp_path / "models.png"
+    result = invoke("compare", "timm:no_such_model", "--data", str(split_data), "--cache", str(tmp_path / "cache"),
+                    *MODEL_ARGS, "--no-progress", "--json", "--plot", str(target))
+    assert result.exit_code == 1 and json.loads(result.stdout)[0]["error"]
+    assert not target.exists() and "plot written" not in result.output.replace("no plot written", "")
+    assert f"no plot written to {target}: every model failed" in result.output
+
+    from hubtune.compare import plot
+    from hubtune.errors import PlotError
+
+    with pytest.raises(PlotError, match="no plot written"):
+        plot(json.loads(result.stdout), target)
+    assert not target.exists()
 
 
 def test_a_dataset_the_heads_cannot_train_on_is_refused_before_any_model(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ COLUMNS = [("#", "rank"), ("pareto", "pareto"), ("model", "ref"), ("linear", "li
 @click.option("--timed-items", type=click.IntRange(min=1), default=32, show_default=True,
               help="Items a short timed pass embeds (into a scratch store) when a model's vectors were already cached.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write linear accuracy vs items/s, with the Pareto front, to this PNG.")
+              help="Write linear accuracy vs items/s, with the Pareto front, to this .png (or .pdf, .svg, .jpg, "
+              ".webp, .gif, .tif, .eps, .ps); its folder is made and checked before any model runs.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per model on stderr.")
 @model_options
 @json_option
@@ -45,23 +46,37 @@ def compare(refs: tuple[str, ...], data: Path, cache_dir: Path | None, dataset_n
     accuracy, then kNN; `*` marks the Pareto front of linear accuracy vs items/s (this machine). A
     model that fails keeps its row, with the error; the exit code is non-zero only if all fail.
     """
+    from hubtune.compare import check_plot_path
     from hubtune.compare import compare as run
-    from hubtune.compare import plot
     from hubtune.data import open_dataset
-    from hubtune.errors import CompareError
+    from hubtune.errors import CompareError, PlotError
 
+    if plot_path is not None:
+        try:
+            check_plot_path(plot_path)
+        except PlotError as exc:
+            raise click.BadParameter(str(exc), param_hint="--plot") from None
     dataset = open_dataset(data)
     rows = run(list(refs), dataset, cache=resolve_cache(cache_dir), options=options, dataset_name=dataset_name,
                batch_size=batch_size, workers=resolve_workers(workers, dataset.modality), seed=seed, holdout=holdout,
                timed_items=timed_items, progress=progress)
-    if plot_path is not None:
-        click.echo(f"plot written to {plot(rows, plot_path)}", err=True)
     scored = "its test split" if any(row["evaluated_on"] == "test" for row in rows) else \
         f"a {holdout:.0%} hold-out (seed {seed})"
     emit(rows, as_json, lambda d: _table(d, f"{len(d)} model{'s' * (len(d) != 1)} on {data}, scored on {scored}; "
                                          "* = Pareto front (linear accuracy vs items/s)"))
+    if plot_path is not None:  # after the rows are out: a plot that fails to write loses nothing else
+        _plot(rows, plot_path)
     if all(row["error"] for row in rows):
         raise CompareError(f"all {len(rows)} models failed; see the error column")
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    from hubtune.compare import plot, plottable
+
+    if plottable(rows):
+        click.echo(f"plot written to {plot(rows, path)}", err=True)
+    else:
+        click.echo(f"no plot written to {path}: every model failed, so there is no accuracy to draw", err=True)
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:

@@ -13,12 +13,12 @@ import sys
 import types
 from typing import Any
 
-from hubtune.compare.rank import mark_pareto, plot, ranked
+from hubtune.compare.rank import PLOT_FORMATS, check_plot_path, mark_pareto, plot, plottable, ranked
 from hubtune.compare.run import FIELDS, TIMED_ITEMS, compare
 from hubtune.compare.split import HOLDOUT, EvaluationSplit, evaluation_split
 
-__all__ = ["FIELDS", "HOLDOUT", "TIMED_ITEMS", "EvaluationSplit", "compare", "evaluation_split", "mark_pareto", "plot",
-           "ranked"]
+__all__ = ["FIELDS", "HOLDOUT", "PLOT_FORMATS", "TIMED_ITEMS", "EvaluationSplit", "check_plot_path", "compare",
+           "evaluation_split", "mark_pareto", "plot", "plottable", "ranked"]
 
 
 class CallablePackage(types.ModuleType):
