@@ -203,10 +203,12 @@ def _fill(store: "EmbeddingStore", backbone: "Backbone", fingerprint: str, todo:
 
 
 def vectors_by_key(items: Sequence[Item], backbone: Callable[[], "Backbone"], store: "EmbeddingStore | None",
-                   request: dict[str, Any] | None, settings: Settings) -> tuple[dict[bytes, Any], dict[bytes, str], int]:
+                   request: dict[str, Any] | None, settings: Settings,
+                   fingerprint: str | None = None) -> tuple[dict[bytes, Any], dict[bytes, str], int]:
     """``({key: vector}, {key: reason}, dim)`` for unique ``items``. With a store: what it holds is read, the
-    rest embedded into it; ``request`` (the extract request record, None for a backbone handed in) finds
-    the fingerprint without loading the model. Without a store: embedded, nothing kept."""
+    rest embedded into it; ``request`` (the extract request record, None for a backbone handed in) or the
+    ``fingerprint`` the vectors must have (a head's) finds them without loading the model. Without a
+    store: embedded, nothing kept."""
     from hubtune.extract.run import pending_items
 
     if store is None:
@@ -217,7 +219,8 @@ def vectors_by_key(items: Sequence[Item], backbone: Callable[[], "Backbone"], st
             found.update((items[i].key, row) for i, row in zip(positions, vectors if vectors is not None else []))
             reasons.update((items[i].key, reason) for i, reason in bad)
         return found, reasons, model.dim
-    fingerprint = store.recall_request(request) if request is not None else None
+    if fingerprint is None or fingerprint not in store.fingerprints():
+        fingerprint = store.recall_request(request) if request is not None else None
     if fingerprint is None or pending_items(store, fingerprint, list(items)):
         model = backbone()
         fingerprint = model.fingerprint(settings.stored_dtype)

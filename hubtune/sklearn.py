@@ -205,6 +205,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = train_head(data, self.head, model, normalisation=self.normalise, balanced=self.balanced,
                                 C=self.C, k=self.k, temperature=self.temperature,
                                 mlp_config=MLPConfig(hidden=self.hidden, epochs=self.epochs, seed=self.random_state))
+        self.head_.classes = [str(name) for name in self.classes_]  # columns stay in classes_ order; saved by name
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -209,3 +209,20 @@ def _png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (40, 40), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_evaluate_scores_the_test_split_and_reads_cached_vectors_without_the_model(words: dict, tmp_path: Path) -> None:
+    """A table with a split column is scored on its `test` rows only (not on what the head was fitted
+    on), and when every item is cached no model is loaded."""
+    cache = str(words["cache"])
+    table = tmp_path / "split.jsonl"
+    rows = [{"text": text, "label": item["label"], "split": "test" if i % 4 == 0 else "train"}
+            for i, (text, item) in enumerate(zip(words["texts"], words["items"]))]
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    head = hubtune.train_head(hubtune.Cache(cache), TEXT, "words", "knn", k=3)
+    report = head.evaluate(table)
+    tests = [row for row in rows if row["split"] == "test"]
+    assert report["split"] == "test" and report["n"] == len(tests)
+    assert head.loaded_backbone is None  # everything was in the store: nothing loaded
+    assert cli("eval", str(head.save(tmp_path / "head")), str(table), "--cache", cache) == report
+    assert head.evaluate(words["table"])["split"] == "all"

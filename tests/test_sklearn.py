@@ -128,3 +128,17 @@ def test_head_classifier_fits_the_head_hubtune_train_fits(tmp_path: Path) -> Non
     assert classifier.predict(queries).tolist() == trained.predict(queries) == ["pos", "neg"]
     pipe = make_pipeline(Embedder(MODEL, cache=cache, precision="fp32"), HeadClassifier("knn", k=3)).fit(TEXTS, LABELS)
     assert pipe.predict(["marvellous", "horrid"]).tolist() == ["pos", "neg"]
+
+
+def test_a_saved_head_classifier_keeps_its_class_names_and_asks_for_vectors(tmp_path: Path) -> None:
+    from hubtune.errors import HeadError
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1, 0.3, (10, 8)), rng.normal(1, 0.3, (10, 8))]).astype(np.float32)
+    classifier = HeadClassifier("knn", k=3).fit(X, ["alpha"] * 10 + ["beta"] * 10)
+    classifier.head_.save(tmp_path / "head")
+    loaded = hubtune.load_head(tmp_path / "head")
+    assert loaded.classes == ["alpha", "beta"]
+    assert loaded.predict(X[[0, -1]]) == ["alpha", "beta"]
+    with pytest.raises(HeadError, match="records no backbone"):
+        loaded.predict(["some text"])

@@ -54,6 +54,10 @@ def head_backbone(head: Head, **overrides: Any) -> Backbone:
     """
     from hubtune.api import load_backbone
 
+    if not head.model.get("ref"):
+        raise HeadError("this head records no backbone (it was fitted on vectors, e.g. by "
+                        "hubtune.sklearn.HeadClassifier), so it cannot embed inputs: give it vectors "
+                        "(head.predict_proba(array)), or train it with `hubtune train` / hubtune.train_head")
     options = LoadOptions(**{**head.model.get("options", {}), **overrides})
     backbone = load_backbone(head.model["ref"], options)
     if head.kind == "finetune":
@@ -128,7 +132,9 @@ def predict(head: Head, inputs: Sequence[str], cache: "str | os.PathLike[str] | 
 def evaluate(head: Head, data: str | os.PathLike[str], cache: "str | os.PathLike[str] | None",
              batch_size: int = 64) -> dict[str, Any]:
     """Embed ``data`` through the cache with the head's backbone (recorded there as ``eval-NAME``; without
-    a cache, through a scratch store), then score the head on it: ``hubtune eval``."""
+    a cache, through a scratch store), then score the head on it: ``hubtune eval``. A dataset with a
+    ``test`` split is scored on that split only (``split`` in the report: ``test`` or ``all``). The
+    model is loaded only for items the store does not hold yet."""
     if cache is None:
         import tempfile
 
@@ -141,28 +147,45 @@ def evaluate(head: Head, data: str | os.PathLike[str], cache: "str | os.PathLike
     from hubtune.store import EmbeddingStore
     from hubtune.store.vectors import load_dataset_vectors
 
-    backbone = _backbone(head)
     dataset = open_dataset(Path(data))
-    if known_modality(dataset) not in (None, backbone.modality):
-        raise DatasetError(f"{dataset.location} holds {dataset.modality}s but the head's model "
-                           f"{head.model['ref']} embeds {backbone.modality}s")
+    modality = known_modality(dataset)
+    fingerprint = head.model["fingerprint"]
+    loaded: list[Backbone] = []
+
+    def backbone() -> Backbone:
+        """Loaded only when an item is not in the store yet (or to bind a fine-tuned top)."""
+        if not loaded:
+            loaded.append(_backbone(head))
+            if modality not in (None, loaded[0].modality):
+                raise DatasetError(f"{dataset.location} holds {dataset.modality}s but the head's model "
+                                   f"{head.model['ref']} embeds {loaded[0].modality}s")
+        return loaded[0]
+
+    if modality is None or head.kind == "finetune":
+        backbone()
     name = dataset.name(f"eval-{dataset.location.stem}")
     items = dataset.items()
     unique = list({item.key: item for item in items}.values())
-    settings = Settings(stored_dtype=stored_dtype(head, backbone), batch_size=batch_size)
     with EmbeddingStore(Path(cache)) as store:
+        known_dtype = store.fingerprints().get(fingerprint, {}).get("dtype")
+        settings = Settings(stored_dtype=known_dtype or stored_dtype(head, backbone()), batch_size=batch_size)
         # no request memo: the head's backbone (a fine-tuned prefix, say) is not what its options load
-        vectors_by_key(unique, lambda: backbone, store, None, settings)
+        vectors_by_key(unique, backbone, store, None, settings, fingerprint=fingerprint)
         store.put_manifest(name, manifest_of(items))  # recorded last, as extract does
-        vectors = load_dataset_vectors(store, head.model["fingerprint"], name)
+        vectors = load_dataset_vectors(store, fingerprint, name)
     known = {label: i for i, label in enumerate(head.classes)}
-    rows = [i for i, label in enumerate(vectors.labels) if label in known]
+    # a dataset with a `test` split is scored on it (its train/val rows are what a head is fitted on)
+    split = "test" if "test" in vectors.splits else None
+    rows = [i for i, label in enumerate(vectors.labels)
+            if label in known and (split is None or vectors.splits[i] == split)]
     if not rows:
         raise HeadError(f"no item of {data} has a label the head knows ({', '.join(head.classes)})")
     y = np.array([known[str(vectors.labels[i])] for i in rows])
-    report = metrics(head.probabilities(vectors.vectors[rows], head.model["fingerprint"]), y, head.classes)
-    report["skipped"] = len(vectors.labels) - len(rows) + vectors.missing
-    unknown = [label for label in vectors.labels if label is not None and label not in known]
+    report = metrics(head.probabilities(vectors.vectors[rows], fingerprint), y, head.classes)
+    report["split"] = split or "all"
+    in_split = [i for i in range(len(vectors.labels)) if split is None or vectors.splits[i] == split]
+    report["skipped"] = len(in_split) - len(rows) + vectors.missing
+    unknown = [str(vectors.labels[i]) for i in in_split if vectors.labels[i] is not None and vectors.labels[i] not in known]
     if unknown:  # scored rows only: say so, or the accuracy reads as the whole dataset's
         logger.warning("%d items not scored: their labels are not among the head's classes (%s): %s",
                        len(unknown), ", ".join(head.classes), ", ".join(sorted(set(unknown))[:10]))
