@@ -7,13 +7,39 @@ returns when the error reaches it: 2 for a bad argument (like click's usage erro
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator
 
 
 class HubtuneError(Exception):
     """Base class of every error hubtune raises on purpose."""
 
     exit_code = 1
+
+
+# -- how a message names an option: as its caller writes it -------------------------------------------
+_FROM_CLI: ContextVar[bool] = ContextVar("hubtune_from_cli", default=False)
+
+
+@contextmanager
+def cli_caller() -> Iterator[None]:
+    """Inside it, messages name options as the CLI spells them (``--dim 64``); outside, as keywords (``dim=64``)."""
+    token = _FROM_CLI.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CLI.reset(token)
+
+
+def option(name: str, value: object = None, literal: str | None = None) -> str:
+    """The option ``name`` (a keyword: ``prompt_text``), with ``value`` (as shown) when given, as the caller
+    writes it: ``--prompt-text X`` from the CLI, ``prompt_text=X`` from Python (``literal``, where Python
+    spells the value otherwise: ``'cpu'`` for the word ``cpu``)."""
+    if _FROM_CLI.get():
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None else f"{flag} {value}"
+    return f"{name}=" if value is None else f"{name}={value if literal is None else literal}"
 
 
 # -- model references -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hubtune.errors import ModelNotFoundError, OfflineError, UnsafeModelError
+from hubtune.errors import ModelNotFoundError, OfflineError, UnsafeModelError, option
 from hubtune.fingerprint import hash_file
 
 SAFE_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
@@ -194,7 +194,7 @@ def require_safetensors(folder: Path, what: str) -> list[Path]:
     if not found:
         raise UnsafeModelError(
             f"{what} has no .safetensors weights; hubtune does not unpickle .bin/.pt checkpoints. "
-            "Convert them to safetensors, or load a converted file with --weights PATH."
+            f"Convert them to safetensors, or load a converted file with {option('weights', 'PATH')}."
         )
     return found
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from hubtune.errors import ModelRefError
+from hubtune.errors import ModelRefError, option
 
 MAX_REF_LENGTH = 256
 MAX_PART_LENGTH = 96  # the Hugging Face Hub's limit for an owner or repository name
@@ -85,7 +85,7 @@ def parse_ref(text: str) -> ModelRef:
     if _looks_like_path(text):
         raise ModelRefError(
             f"{text!r} looks like a local path; model references name hub models only. "
-            "Load local weights with --weights PATH (a safetensors file) on a hub architecture."
+            f"Load local weights with {option('weights', 'PATH')} (a safetensors file) on a hub architecture."
         )
     body, at, revision = text.partition("@")
     if at:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubtune import constants
-from hubtune.errors import BackboneOptionError
+from hubtune.errors import BackboneOptionError, option
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,8 @@ def resolve_device(device: str = "auto") -> "torch.device":
     except RuntimeError as exc:
         raise BackboneOptionError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackboneOptionError(f"device {device!r} was asked for but this machine has no CUDA device; use --device cpu")
+        raise BackboneOptionError(f"device {device!r} was asked for but this machine has no CUDA device; "
+                                  f"use {option('device', 'cpu', repr('cpu'))}")
     return resolved
 
 

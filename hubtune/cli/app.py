@@ -24,7 +24,7 @@ from hubtune.cli.search import index_group, search
 from hubtune.cli.serve import serve
 from hubtune.cli.scale import index_build_sharded, merge
 from hubtune.cli.store import cache, export, extract
-from hubtune.errors import HubtuneError
+from hubtune.errors import HubtuneError, cli_caller
 
 logger = logging.getLogger("hubtune")
 
@@ -88,7 +88,8 @@ class HubtuneGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with cli_caller():  # messages name options as --flags
+                return super().invoke(ctx)
         except HubtuneError as error:
             raise CLIError(error) from error
 

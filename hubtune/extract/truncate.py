@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hubtune.errors import BackboneOptionError
+from hubtune.errors import BackboneOptionError, option
 from hubtune.extract.options import ExtractOptions, ExtractSummary
 from hubtune.fingerprint import compute_fingerprint
 from hubtune.store import EmbeddingStore
@@ -64,10 +64,10 @@ def _cut(store: EmbeddingStore, full: str | None, dim: int, dtype: str, items: l
     from hubtune.extract.run import pending_items
 
     if full is None:
-        raise BackboneOptionError("--dim: the full-size extraction produced no fingerprint")
+        raise BackboneOptionError(f"{option('dim')}: the full-size extraction produced no fingerprint")
     record = store.fingerprints()[full]
     if dim > record["dim"]:
-        raise BackboneOptionError(f"--dim {dim}: the model makes {record['dim']}-d vectors; give 1..{record['dim']}")
+        raise BackboneOptionError(f"{option('dim', dim)}: the model makes {record['dim']}-d vectors; give 1..{record['dim']}")
     if dim == record["dim"]:
         return full  # nothing to cut: the full vectors are the answer (as Backbone.select_dim decides)
     fields = {**record["fields"], "dim": dim}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hubtune.backbone import LoadOptions
-from hubtune.errors import FingerprintLookupError
+from hubtune.errors import FingerprintLookupError, option
 from hubtune.store.lmdb_store import EmbeddingStore
 from hubtune.store.manifests import manifest_keys
 from hubtune.store.requests import request_record
@@ -82,7 +82,8 @@ def find_fingerprint(
         )
     raise FingerprintLookupError(
         f"{len(candidates)} sets of vectors of dataset {dataset!r} match {ref}; add the option that tells "
-        "them apart (--layer, --pool, --precision, --weights, --prompt-text, --dim or @revision): " + "; ".join(described)
+        f"them apart ({', '.join(map(option, ('layer', 'pool', 'precision', 'weights', 'prompt_text', 'dim')))} or "
+        "@revision): " + "; ".join(described)
     )
 
 
@@ -97,6 +98,6 @@ def resolved_options(store: EmbeddingStore, fingerprint: str, options: LoadOptio
     weights = tag if tag.startswith("random:") else options.weights
     if tag.startswith("file-sha256:") and options.parsed_weights.kind != "file":
         raise FingerprintLookupError(f"the vectors of fingerprint {fingerprint} were made with a weights file "
-                                     f"({tag}); pass it with --weights PATH so that backbone can be rebuilt")
+                                     f"({tag}); pass it with {option('weights', 'PATH')} so that backbone can be rebuilt")
     return replace(options, layer=fields["layer"], pool=fields["pool"], precision=fields["precision"], weights=weights,
                    prompt=None, prompt_text=fields.get("prompt") or "", dim=fields.get("dim"), tower=fields.get("tower"))
