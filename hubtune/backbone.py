@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence, cast
 
-from hubtune.errors import BackboneOptionError, InputError, TowerError
+from hubtune.errors import BackboneOptionError, InputError, TowerError, option
 from hubtune.fingerprint import STORE_FORMAT_VERSION, compute_fingerprint
 from hubtune.imageio import to_rgb_image
 from hubtune.options import RANDOM_INSTEAD, LoadOptions, Weights, load_weights_into
@@ -185,7 +185,7 @@ class Backbone(ABC):
         prompts override this; the default refuses one, so a prompt is never silently dropped."""
         if text is not None:
             raise BackboneOptionError(f"{self.ref} does not take prompts ({self.modality} model); drop "
-                                      "--prompt/--prompt-text")
+                                      f"{option('prompt')}/{option('prompt_text')}")
 
     # -- two-tower models (CLIP, SigLIP: an image and a text tower into one space) ---------------
     def tower_backbone(self, tower: str) -> "Backbone":
@@ -244,12 +244,14 @@ class Backbone(ABC):
         ``text`` as given (``""``: none), else the model's :attr:`default_prompt_name`, else none."""
         declared = self.prompts()
         if name is not None and text is not None:
-            raise BackboneOptionError("give --prompt NAME or --prompt-text TEXT, not both")
+            raise BackboneOptionError(f"give {option('prompt', 'NAME')} or {option('prompt_text', 'TEXT')}, not both")
         if name is not None:
             if name not in declared:
+                if type(self).apply_prompt is Backbone.apply_prompt:  # it takes no prompt at all: say so
+                    self.apply_prompt(name)
                 offered = ", ".join(sorted(declared)) or "none"
                 raise BackboneOptionError(f"{self.ref} has no prompt {name!r}; its prompts: {offered} "
-                                          "(or give the text with --prompt-text)")
+                                          f"(or give the text with {option('prompt_text')})")
             text = declared[name]
         elif text is None and self.default_prompt_name is not None:
             text = declared.get(self.default_prompt_name)
@@ -263,7 +265,7 @@ class Backbone(ABC):
         self.truncate_dim, self._dim = None, None
         if dim is not None:
             if not 1 <= dim <= self.dim:
-                raise BackboneOptionError(f"--dim {dim}: {self.ref} makes {self.dim}-d vectors; give 1..{self.dim}")
+                raise BackboneOptionError(f"{option('dim', dim)}: {self.ref} makes {self.dim}-d vectors; give 1..{self.dim}")
             self.truncate_dim = dim if dim < self.dim else None
             self._dim = None
         return self

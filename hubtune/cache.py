@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubtune.backbone import LoadOptions
 from hubtune.embedding import load_options
-from hubtune.errors import StoreError
+from hubtune.errors import StoreError, option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,6 +198,8 @@ class Cache:
         from hubtune.store.vectors import export_dataset
 
         chosen = load_options(options, model_options, "export")
+        if Path(out).exists() and not Path(out).is_dir():  # what the CLI's --out refuses before any work
+            raise StoreError(f"{option('out', out)} is a file; give a folder for embeddings.npy and items.jsonl")
         with self.store() as store:
             fingerprint = find_fingerprint(store, model, dataset, chosen, stored_dtype)
             return export_dataset(store, fingerprint, dataset, Path(out))

@@ -16,7 +16,7 @@ raw inputs with; :class:`Backbones` keeps their loaded backbone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, NamedTuple, Sequence, overload
 
@@ -24,6 +24,7 @@ from hubtune.backbone import LoadOptions
 from hubtune.data import IMAGE_SUFFIXES, Item, content_key, open_dataset
 from hubtune.data.items import file_key, text_key
 from hubtune.errors import BackboneOptionError, DatasetError, InputError, TowerError
+from hubtune.options import MODEL_OPTIONS, load_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,20 +32,9 @@ if TYPE_CHECKING:
     from hubtune.backbone import Backbone
     from hubtune.store import EmbeddingStore
 
-#: the model options every call that names a model takes (``LoadOptions``' fields)
-MODEL_OPTIONS = tuple(f.name for f in fields(LoadOptions) if f.name != "extra")
 #: the run settings ``embed`` takes besides them
 EMBED_SETTINGS = ("batch_size", "stored_dtype", "streams", "workers")
 ORIGIN = "hubtune.embed"  # the origin an error record names for an input that is not a file
-
-
-def load_options(options: LoadOptions | None, overrides: Mapping[str, Any], caller: str) -> LoadOptions:
-    """``options`` with ``overrides`` (LoadOptions field names) applied; any other name is a TypeError."""
-    unknown = sorted(set(overrides) - set(MODEL_OPTIONS))
-    if unknown:
-        raise TypeError(f"{caller}() got unknown option{'s' if len(unknown) > 1 else ''} "
-                        f"{', '.join(map(repr, unknown))}; model options are {', '.join(MODEL_OPTIONS)}")
-    return replace(options or LoadOptions(), **overrides)
 
 
 @dataclass(frozen=True, order=True)
@@ -61,6 +51,10 @@ class Embedded(NamedTuple):
 
     vectors: "np.ndarray"
     failed: list[Failure]
+
+    def __repr__(self) -> str:  # short: the rows are not worth printing
+        return (f"Embedded(vectors=<{self.vectors.dtype} array {self.vectors.shape}>, "
+                f"failed={len(self.failed)} at {[f.index for f in self.failed][:10]})")
 
 
 @dataclass(frozen=True)
@@ -79,6 +73,8 @@ def shown(value: Any) -> str:
         return f"<{len(value)} bytes>"
     if hasattr(value, "size") and hasattr(value, "mode") and not isinstance(value, (str, Path)):
         return f"<PIL image {value.mode} {value.size[0]}x{value.size[1]}>"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"<{value.dtype} array {tuple(value.shape)}>"
     text = repr(str(value) if isinstance(value, Path) else value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -88,6 +84,17 @@ def _is_image_object(value: Any) -> bool:
 
     pil = sys.modules.get("PIL.Image")
     return pil is not None and isinstance(value, pil.Image)
+
+
+def _is_array(value: Any) -> bool:
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray)
+
+
+#: why an array is no input (a head's ``predict`` takes a 2-D array of vectors; nothing takes one as an image)
+ARRAY_INPUT = "numpy arrays are not accepted as images; use PIL.Image.fromarray(array)"
 
 
 def input_kind(values: Sequence[Any], tower: str | None) -> str:
@@ -105,6 +112,8 @@ def input_kind(values: Sequence[Any], tower: str | None) -> str:
 
 def _item(value: Any, kind: str) -> Item | str:
     """The item for one input of ``kind``, or why it cannot be one."""
+    if _is_array(value):
+        return ARRAY_INPUT
     if kind == "text":
         if isinstance(value, str):
             return Item(text_key(value), None, "train", ORIGIN, text=value)
@@ -182,6 +191,16 @@ class Settings:
     batch_size: int = 64
     workers: int = 0
     streams: int | None = None
+
+    def __post_init__(self) -> None:  # refused before any work, naming the setting
+        if self.stored_dtype not in ("float16", "float32"):
+            raise BackboneOptionError(f"stored_dtype={self.stored_dtype!r}; expected 'float16' or 'float32'")
+        for name, least in (("batch_size", 1), ("workers", 0), ("streams", 1)):
+            value = getattr(self, name)
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if (value is not None or name != "streams") and not (whole and value >= least):
+                raise BackboneOptionError(f"{name}={value!r}; expected a whole number of at least {least}"
+                                          + (" (or None)" if name == "streams" else ""))
 
 
 def _fill(store: "EmbeddingStore", backbone: "Backbone", fingerprint: str, todo: list[Item], settings: Settings) -> None:
@@ -285,6 +304,11 @@ def _inputs(inputs: Any) -> tuple[list[Any], list[Item | None] | None, list[str]
         return list(listed), list(listed), [item.origin for item in listed], dataset.modality
     if isinstance(inputs, (bytes, bytearray)) or _is_image_object(inputs):
         raise TypeError("embed() takes a list of inputs (or a dataset path); wrap a single input in a list")
+    if _is_array(inputs):
+        raise TypeError(f"embed() takes a list of inputs (or a dataset path), not an array: {ARRAY_INPUT}")
+    if isinstance(inputs, (Mapping, set, frozenset)):  # a dict would give its keys, a set an arbitrary order
+        raise TypeError(f"embed() takes a list of inputs (or a dataset path), not a {type(inputs).__name__}; "
+                        "pass a list, e.g. list(d.values()) or sorted(s)")
     return list(inputs), None, None, None
 
 
@@ -319,8 +343,6 @@ def embed(model: "str | Backbone", inputs: Any, *, cache: Any = None, errors: st
         raise TypeError(f"embed() got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                         f"it takes {', '.join(MODEL_OPTIONS + EMBED_SETTINGS)}")
     run = Settings(**{name: value for name, value in settings.items() if name in EMBED_SETTINGS})
-    if run.stored_dtype not in ("float16", "float32"):
-        raise BackboneOptionError(f"stored_dtype={run.stored_dtype!r}; expected 'float16' or 'float32'")
     chosen = load_options(options, {k: v for k, v in settings.items() if k in MODEL_OPTIONS}, "embed")
     values, listed, names, dataset_kind = _inputs(inputs)
     vectors, failed = embed_values(model, values, cache, chosen, run, listed, names, dataset_kind)
@@ -357,14 +379,14 @@ def embed_values(model: "str | Backbone", values: list[Any], cache: Any, options
 
         return embed_items(items, names, failed, loaded, cache, None, run)
     keeper = backbones or Backbones(model, options)
-    guessed = kind is None and options.tower is None and all(isinstance(v, str) for v in values)
+    guessed = kind is None and options.tower is None and all(isinstance(v, str) or _is_array(v) for v in values)
     kind = kind or input_kind(values, options.tower)
     for attempt in (kind, "image"):
         items, failed = (listed, []) if listed is not None else to_items(values, attempt)
         request = request_record(model, keeper.options_for(attempt), run.stored_dtype)
         try:
             return embed_items(items, names, failed, lambda: keeper.get(attempt), cache, request, run)
-        except TowerError as exc:  # strings taken for texts, and the model embeds images: they are paths
+        except TowerError as exc:  # strings (or arrays) taken for texts, and the model embeds images: try images
             if not (guessed and attempt == "text" and exc.modality == "image"):
                 raise
     raise AssertionError("unreachable")

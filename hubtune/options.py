@@ -7,11 +7,11 @@ is separate from the network that honours it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from hubtune.errors import BackboneOptionError
+from hubtune.errors import BackboneOptionError, option
 from hubtune.fingerprint import hash_file
 
 if TYPE_CHECKING:
@@ -39,16 +39,16 @@ class Weights:
         if text == "random" or text.startswith("random:"):
             seed_text = text.partition(":")[2] or "0"
             if not seed_text.isdigit():
-                raise BackboneOptionError(f"--weights {text!r}: the seed after 'random:' must be a whole number")
+                raise BackboneOptionError(f"{option('weights', repr(text))}: the seed after 'random:' must be a whole number")
             return cls("random", seed=int(seed_text))
         path = Path(text).expanduser()
         if path.suffix != ".safetensors":
             raise BackboneOptionError(
-                f"--weights {text!r}: expected 'default', 'random[:SEED]' or a .safetensors file "
+                f"{option('weights', repr(text))}: expected 'default', 'random[:SEED]' or a .safetensors file "
                 "(pickled checkpoints are not loaded; convert with safetensors.torch.save_file)"
             )
         if not path.is_file():
-            raise BackboneOptionError(f"--weights {text!r}: no such file")
+            raise BackboneOptionError(f"{option('weights', repr(text))}: no such file")
         return cls("file", path=path.resolve())
 
     def identity(self) -> str:
@@ -67,7 +67,7 @@ class Weights:
         try:
             return load_file(str(self.path), device="cpu")
         except SafetensorError as exc:
-            raise BackboneOptionError(f"--weights {self.path}: not a readable safetensors file ({exc})") from exc
+            raise BackboneOptionError(f"{option('weights', self.path)}: not a readable safetensors file ({exc})") from exc
 
 
 @dataclass
@@ -92,6 +92,27 @@ class LoadOptions:
         return Weights.parse(self.weights)
 
 
+#: the model options every call that names a model takes (``LoadOptions``' fields)
+MODEL_OPTIONS = tuple(f.name for f in fields(LoadOptions) if f.name != "extra")
+
+
+def load_options(options: LoadOptions | None, overrides: Mapping[str, Any], caller: str,
+                 own: Sequence[str] = ()) -> LoadOptions:
+    """``options`` with ``overrides`` (LoadOptions field names) applied; any other name is a TypeError
+    listing the model options and ``own``, the caller's own parameters (with the nearest name, if one is close)."""
+    import difflib
+
+    unknown = sorted(set(overrides) - set(MODEL_OPTIONS))
+    if unknown:
+        near = {name.lower(): name for name in (*own, *MODEL_OPTIONS)}
+        close = difflib.get_close_matches(unknown[0].lower(), list(near), n=1)
+        raise TypeError(f"{caller}() got unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                        + (f"; its own parameters are {', '.join(own)}" if own else "")
+                        + f"; model options are {', '.join(MODEL_OPTIONS)}"
+                        + (f"; did you mean {near[close[0]]!r}?" if close else ""))
+    return replace(options or LoadOptions(), **overrides)
+
+
 def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> None:
     """Load a safetensors state dict into ``model``, strictly, with a readable error."""
     state = weights.load_state_dict()
@@ -99,12 +120,12 @@ def load_weights_into(model: "torch.nn.Module", weights: Weights, what: str) -> 
     wrong = [f"{name} {tuple(tensor.shape)} (the model's: {tuple(expected[name].shape)})"
              for name, tensor in state.items() if name in expected and expected[name].shape != tensor.shape]
     if wrong:
-        raise BackboneOptionError(f"--weights {weights.path}: does not fit {what}: {len(wrong)} tensors have another "
+        raise BackboneOptionError(f"{option('weights', weights.path)}: does not fit {what}: {len(wrong)} tensors have another "
                                   f"shape, e.g. {'; '.join(wrong[:3])}; is it a checkpoint of another architecture?")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise BackboneOptionError(
-            f"--weights {weights.path}: does not fit {what}: "
+            f"{option('weights', weights.path)}: does not fit {what}: "
             f"missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]} "
             "(first five of each)"
         )

@@ -226,3 +226,103 @@ def test_evaluate_scores_the_test_split_and_reads_cached_vectors_without_the_mod
     assert head.loaded_backbone is None  # everything was in the store: nothing loaded
     assert cli("eval", str(head.save(tmp_path / "head")), str(table), "--cache", cache) == report
     assert head.evaluate(words["table"])["split"] == "all"
+
+
+IMAGE_OPTIONS = {"weights": "random:5", "device": "cpu", **FP32}
+
+
+def test_embed_settings_and_inputs_are_checked_up_front(monkeypatch) -> None:
+    """A bad batch_size / workers / streams, a mapping or a set is refused by name before any model loads."""
+    import hubtune.api as api_module
+    from hubtune.errors import BackboneOptionError
+
+    monkeypatch.setattr(api_module, "load_backbone", lambda *a, **k: pytest.fail("no model should load"))
+    for setting, message in ((dict(batch_size=0), "batch_size=0; expected a whole number of at least 1"),
+                             (dict(batch_size=2.5), "batch_size=2.5; expected a whole number"),
+                             (dict(workers=-1), "workers=-1; expected a whole number of at least 0"),
+                             (dict(streams=0), "streams=0; expected a whole number of at least 1")):
+        with pytest.raises(BackboneOptionError, match=message):
+            hubtune.embed(TEXT, ["x"], **setting)
+    with pytest.raises(TypeError, match="not a dict; pass a list"):
+        hubtune.embed(TEXT, {"a": 1})
+    with pytest.raises(TypeError, match="not a set; pass a list"):
+        hubtune.embed(TEXT, {"a", "b"})
+    with pytest.raises(TypeError, match=r"not an array: numpy arrays are not accepted as images; use PIL\.Image"):
+        hubtune.embed(IMAGE, np.zeros((32, 32, 3), np.uint8))
+
+
+def test_an_array_among_image_inputs_is_a_bad_input_not_a_missing_tower(tmp_path: Path) -> None:
+    image = tmp_path / "ok.png"
+    image.write_bytes(_png_bytes())
+    with pytest.raises(InputError, match=r"#0 <uint8 array \(32, 32, 3\)>: numpy arrays are not accepted as images"):
+        hubtune.embed(IMAGE, [np.zeros((32, 32, 3), np.uint8)], **IMAGE_OPTIONS)
+    embedded = hubtune.embed(IMAGE, [image, np.zeros((32, 32, 3), np.uint8)], errors="skip", **IMAGE_OPTIONS)
+    assert [(f.index, f.reason) for f in embedded.failed] == [
+        (1, "numpy arrays are not accepted as images; use PIL.Image.fromarray(array)")]
+    assert repr(embedded) == f"Embedded(vectors=<float32 array (2, {embedded.vectors.shape[1]})>, failed=1 at [1])"
+    with pytest.raises(InputError, match=r"#1 <uint8 array \(2, 2\)>: numpy arrays are not accepted"):  # text model
+        hubtune.embed(TEXT, ["fine", np.zeros((2, 2), np.uint8)])
+
+
+def test_a_model_without_prompts_says_so_plainly() -> None:
+    from hubtune.errors import BackboneOptionError
+
+    for asked in ({"prompt": "query"}, {"prompt_text": "x"}):
+        with pytest.raises(BackboneOptionError) as raised:
+            hubtune.embed(IMAGE, [_png_bytes()], **asked, **IMAGE_OPTIONS)
+        message = str(raised.value)
+        assert "does not take prompts (image model); drop prompt=/prompt_text=" in message
+        assert "its prompts" not in message and "--" not in message
+
+
+def test_an_unknown_train_head_option_lists_the_head_parameters_too(words: dict) -> None:
+    with pytest.raises(TypeError) as raised:
+        hubtune.train_head(words["cache"], TEXT, "words", "linear", c=1.0)
+    message = str(raised.value)
+    assert message.startswith("train_head() got unknown option 'c'; its own parameters are out, normalise, "
+                              "balanced, C, k, temperature, hidden, epochs, templates; model options are layer, pool")
+    assert message.endswith("; did you mean 'C'?")
+
+
+def test_python_errors_name_keywords_and_the_cli_names_flags(words: dict, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hubtune.cli import cli as group
+    from hubtune.errors import BackboneOptionError, StoreError
+
+    cache = hubtune.Cache(tmp_path / "cache")
+    for layer in ("hidden_states.1", "hidden_states.2"):  # two sets of vectors of one dataset: ambiguous
+        cache.extract(TEXT, words["table"], "words", layer=layer, **FP32)
+    with pytest.raises(FingerprintLookupError) as raised:
+        cache.vectors(TEXT, "words")
+    assert "(layer=, pool=, precision=, weights=, prompt_text=, dim= or @revision)" in str(raised.value)
+    result = CliRunner().invoke(group, ["export", "--cache", str(cache), "--model", TEXT, "--dataset", "words",
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "(--layer, --pool, --precision, --weights, --prompt-text, --dim or" in result.output
+    with pytest.raises(FingerprintLookupError, match=r"\(layer=, pool="):  # after the CLI: keywords again
+        cache.vectors(TEXT, "words")
+
+    with pytest.raises(BackboneOptionError, match=r"^dim=999: .* makes 384-d vectors; give 1\.\.384$"):
+        hubtune.embed(TEXT, ["a"], dim=999)
+    with pytest.raises(BackboneOptionError, match=r"^weights='w\.pt': expected 'default'"):
+        hubtune.embed(TEXT, ["a"], weights="w.pt")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(HeadError, match=f"^out={a_file} is a file"):
+        hubtune.train_head(words["cache"], TEXT, "words", out=a_file)
+    with pytest.raises(StoreError, match=f"^out={a_file} is a file; give a folder"):  # not a raw FileExistsError
+        hubtune.Cache(words["cache"]).export(TEXT, "words", a_file)
+
+
+def test_reprs_are_short_and_the_train_report_rounds_its_scores(words: dict, tmp_path: Path) -> None:
+    from hubtune.heads.fit import train_report
+
+    head = hubtune.train_head(words["cache"], TEXT, "words", "linear", C=1.0)
+    fingerprint = hubtune.Cache(words["cache"]).fingerprint(TEXT, "words")
+    assert repr(head) == (f"TrainedHead(kind='linear', classes=['neg', 'pos'], model={TEXT!r}, "
+                          f"fingerprint={fingerprint!r}, val_accuracy={round(head.metrics['val']['accuracy'], 4)})")
+    head.metrics["val"]["majority_baseline"] = 1 / 3
+    head.metrics["val"]["accuracy"] = 2 / 3
+    report = train_report(head, tmp_path)
+    assert report["majority_baseline"] == 0.333333 and report["val_accuracy"] == 0.666667

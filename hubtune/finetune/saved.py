@@ -30,7 +30,7 @@ KIND = "finetune"
 FORMAT = 1
 
 
-@dataclass
+@dataclass(repr=False)  # HeadMethods' short repr
 class FinetunedHead(HeadMethods):
     """Trained top blocks + a head (``predict``, ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
 

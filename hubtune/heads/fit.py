@@ -9,6 +9,7 @@ by the model's text tower.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import asdict
@@ -69,7 +70,7 @@ def train_head(cache: "str | os.PathLike[str] | None", model: str, dataset: str,
     from hubtune.store.vectors import load_dataset_vectors
 
     check_hyperparameters(head, C, k, temperature, hidden, epochs, templates)
-    chosen = load_options(options, model_options, "train_head")
+    chosen = load_options(options, model_options, "train_head", own=HEAD_PARAMETERS)
     if out is not None:
         check_head_folder(Path(out))
     if cache is None:
@@ -97,6 +98,11 @@ def train_head(cache: "str | os.PathLike[str] | None", model: str, dataset: str,
     return built
 
 
+#: ``train_head``'s own keyword parameters (the hyperparameters and ``out``), named when an option is unknown
+HEAD_PARAMETERS = tuple(name for name, p in inspect.signature(train_head).parameters.items()
+                        if p.kind is p.KEYWORD_ONLY and name != "options")
+
+
 def train_report(head: "HeadMethods", path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``hubtune train`` prints for a head saved at ``path`` (its ``--json`` document)."""
     from hubtune.heads.trained import TrainedHead
@@ -108,6 +114,7 @@ def train_report(head: "HeadMethods", path: str | os.PathLike[str]) -> dict[str,
         extra["C"] = head.hyperparameters["C"]
     if isinstance(head, ZeroShotHead):
         extra.update(templates=len(head.templates), scoring=head.scoring)
-    return {"head": head.kind, "classes": head.classes, "val_accuracy": val["accuracy"],
-            "balanced_accuracy": val["balanced_accuracy"], "top5": val["top5"],
-            "majority_baseline": val["majority_baseline"], "path": str(path), **extra}
+    scores = {name: None if val[key] is None else round(val[key], 6)  # 6 digits, as predict's scores
+              for name, key in (("val_accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy"),
+                                ("top5", "top5"), ("majority_baseline", "majority_baseline"))}
+    return {"head": head.kind, "classes": head.classes, **scores, "path": str(path), **extra}

@@ -108,6 +108,14 @@ class HeadMethods:
 
         return evaluate(self, data, cache if cache is not None else self.cache, batch_size)  # type: ignore[arg-type]
 
+    def __repr__(self) -> str:  # short: a head's tensors are not worth printing
+        more = len(self.classes) > 5
+        shown = ", ".join(map(repr, self.classes[:5])) + (f", ... ({len(self.classes)} classes)" if more else "")
+        accuracy = (self.metrics.get("val") or {}).get("accuracy")
+        return (f"{type(self).__name__}(kind={self.kind!r}, classes=[{shown}], model={self.model.get('ref')!r}, "
+                f"fingerprint={self.model.get('fingerprint')!r}"
+                + ("" if accuracy is None else f", val_accuracy={round(accuracy, 4)}") + ")")
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("loaded_backbone", None)  # a loaded network is not part of the head

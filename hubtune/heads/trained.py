@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hubtune.atomic import atomic_write
-from hubtune.errors import HeadError
+from hubtune.errors import HeadError, option
 from hubtune.heads import knn, linear, mlp
 from hubtune.heads.features import Normaliser
 from hubtune.heads.protocol import HeadMethods
@@ -32,10 +32,10 @@ def check_head_folder(folder: str | Path) -> Path:
     """
     folder = Path(folder)
     if folder.is_dir() and not (folder / "head.json").is_file() and any(folder.iterdir()):
-        raise HeadError(f"--out {folder} holds other files and no head; give a new or empty folder "
+        raise HeadError(f"{option('out', folder)} holds other files and no head; give a new or empty folder "
                         "(or an existing head folder, which is replaced)")
     if folder.exists() and not folder.is_dir():
-        raise HeadError(f"--out {folder} is a file; give a folder for the head")
+        raise HeadError(f"{option('out', folder)} is a file; give a folder for the head")
     return folder
 
 
@@ -48,7 +48,7 @@ def write_head_files(folder: str | Path, write_tensors: Callable[[str], object],
     return folder
 
 
-@dataclass
+@dataclass(repr=False)  # HeadMethods' short repr
 class TrainedHead(HeadMethods):
     """A linear, mlp or knn head on frozen vectors (``predict``, ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
 

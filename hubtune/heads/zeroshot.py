@@ -58,7 +58,7 @@ def class_vectors(text: "Backbone", classes: Sequence[str], templates: Sequence[
     return np.stack(rows).astype(np.float32)
 
 
-@dataclass
+@dataclass(repr=False)  # HeadMethods' short repr
 class ZeroShotHead(HeadMethods):
     """Class vectors from the text tower, scored against the data tower's vectors (``predict``,
     ``predict_proba``, ``evaluate``: :class:`HeadMethods`)."""
