@@ -330,3 +330,20 @@ def test_a_store_of_another_format_is_a_clear_error_and_a_new_one_is_stamped(tmp
     newer.close()
     with pytest.raises(StoreError, match="has format 99"):
         EmbeddingStore(tmp_path / "newer", readonly=True)
+
+
+def test_a_store_whose_stamping_was_cut_short_opens_as_new(tmp_path: Path) -> None:
+    """A kill between creating the `meta` table and writing the format into it (they were two
+    transactions) left a store every later open refused as "format ?"; an unstamped store with nothing
+    in it is new, and stamping is now one transaction."""
+    import lmdb
+
+    from hubtune.store import EmbeddingStore
+
+    cut = lmdb.open(str(tmp_path / "cut"), max_dbs=8)
+    cut.open_db(b"meta")  # the table, no stamp: where the kill landed
+    cut.close()
+    with EmbeddingStore(tmp_path / "cut") as store:
+        assert store.fingerprints() == {}
+    with EmbeddingStore(tmp_path / "cut", readonly=True):  # stamped now
+        pass

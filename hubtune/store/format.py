@@ -21,23 +21,26 @@ def check_format(env: Any, path: Path, create: bool) -> None:
         meta = env.open_db(b"meta", create=False)
     except lmdb.NotFoundError:
         meta = None
-    if meta is None:
+    found = None
+    if meta is not None:
+        with env.begin() as txn:
+            found = txn.get(b"format", db=meta)
+    if found is not None:
+        if found.decode() == str(STORE_FORMAT_VERSION):
+            return
+        found_name = found.decode()
+    else:
         try:
             env.open_db(b"fingerprints", create=False)
-        except lmdb.NotFoundError:  # a new store
+        except lmdb.NotFoundError:  # a new store (or one whose stamping was cut short: nothing in it yet)
             if create:
-                meta = env.open_db(b"meta", create=True)
-                with env.begin(write=True) as txn:
-                    txn.put(b"format", str(STORE_FORMAT_VERSION).encode(), db=meta)
+                with env.begin(write=True) as txn:  # the table and its stamp in one transaction, never one alone
+                    txn.put(b"format", str(STORE_FORMAT_VERSION).encode(),
+                            db=env.open_db(b"meta", txn=txn, create=True))
             return
-        found = "1 (before hubtune recorded store formats)"
-    else:
-        with env.begin() as txn:
-            found = bytes(txn.get(b"format", db=meta) or b"?").decode()
-        if found == str(STORE_FORMAT_VERSION):
-            return
+        found_name = "1 (before hubtune recorded store formats)"
     raise StoreError(
-        f"the store at {path} has format {found}; this hubtune reads format {STORE_FORMAT_VERSION} "
+        f"the store at {path} has format {found_name}; this hubtune reads format {STORE_FORMAT_VERSION} "
         "(fingerprints now record the weights apart from the revision, so no vector in it would be found "
         f"again). Move it aside (`mv {path} {path}.old`) or delete it, then run `hubtune extract` again; "
         "the hubtune that wrote it still reads it"
