@@ -12,7 +12,7 @@ answered from the cache):
 - `hubtune`: `hubtune serve` as built (FastAPI + uvicorn + the asyncio micro-batcher, `--max-batch-size 32`
   inputs, `--max-wait-ms 5`), started with the CLI;
 - `hubtune-nobatch`: the same with `--max-batch-size 1` (what batching buys);
-- `ray`: Ray Serve 2.x, one replica, `@serve.batch(max_batch_size=32 inputs, batch_wait_timeout_s=0.005)`
+- `ray`: Ray Serve 2.x, one replica of 2 CPUs (so 2 torch threads), `@serve.batch(max_batch_size=32 inputs, batch_wait_timeout_s=0.005)`
   over hubtune's own `Service.run` (the batch call `hubtune serve` makes, store included), the request
   checked by the same functions, behind Ray's HTTP proxy on 127.0.0.1 (`ray.init(num_cpus=2)`);
 - `ray-replicas` (only with `--stacks ...,ray-replicas`): `hubtune serve --engine ray --replicas 2`'s
@@ -158,7 +158,8 @@ def ray_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: 
     config = ServeConfig(ref=MODEL, cache=Path(cache), options=LoadOptions(precision="fp32", device="cpu"),
                          max_batch_size=max_batch, max_wait_ms=wait_ms)
 
-    @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
+    # both CPUs: Ray sets a replica's OMP/torch threads to its num_cpus (1 would halve its forward)
+    @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 2})
     class Embedder:
         def __init__(self) -> None:
             from hubtune.serve.service import Service
