@@ -71,3 +71,21 @@ def test_two_ray_replicas_answer_as_the_local_engine(tmp_path: Path, monkeypatch
         ray_engine.stop()
         ray.shutdown()
     assert not ray.is_initialized()
+
+
+def test_serve_command_engine_ray_hands_the_config_to_ray_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hubtune serve --engine ray --replicas 3`` builds the same ServeConfig and calls serve_on_ray with it
+    (no Ray started here: the call is recorded)."""
+    from click.testing import CliRunner
+
+    from hubtune.cli.app import cli
+    from hubtune.serve import ray_engine
+
+    calls: list[tuple[Any, int]] = []
+    monkeypatch.setattr(ray_engine, "serve_on_ray", lambda config, replicas: calls.append((config, replicas)))
+    result = CliRunner().invoke(cli, ["serve", MODEL, "--cache", str(tmp_path), "--engine", "ray", "--replicas", "3",
+                                      "--port", "0", "--max-batch-size", "16", "--precision", "fp32", "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (config, replicas), = calls
+    assert replicas == 3 and config.ref == MODEL and config.max_batch_size == 16 and config.host == "127.0.0.1"

@@ -51,11 +51,17 @@ def _serve_extra() -> None:
               help="Require 'Authorization: Bearer <token>' on /v1 routes, the token read from environment "
               "variable VAR (default: HUBTUNE_SERVE_TOKEN when set).")
 @click.option("--json-logs", is_flag=True, help="Startup and access lines as JSON, one object per line.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: --replicas copies of the same app as Ray Serve replicas, each "
+              "loading the model and batching on its own, behind Ray's HTTP proxy on --host/--port (a local "
+              "Ray, or the cluster RAY_ADDRESS names; --cache must be a path every node sees).")
+@click.option("--replicas", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Replicas with --engine ray.")
 @model_options
 def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tuple[str, ...], host: str,
           port: int, max_batch_size: int, max_wait_ms: float, max_queue: int, max_inputs: int,
           max_text_chars: int, max_body_mb: float, request_timeout: float, token_env: str | None,
-          json_logs: bool, options: Any) -> None:
+          json_logs: bool, engine: str, replicas: int, options: Any) -> None:
     """Serve REF's embeddings, the nearest items of datasets and heads' predictions over HTTP.
 
     One backbone per process, loaded once; concurrent requests are batched. Results equal
@@ -94,6 +100,10 @@ def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tu
     if not config.loopback and token is None:
         click.echo(f"warning: listening on {host} without a token: anyone who can reach it can use it "
                    "(set HUBTUNE_SERVE_TOKEN or --token-env VAR)", err=True)
+    if engine == "ray":
+        from hubtune.serve.ray_engine import serve_on_ray
+
+        return serve_on_ray(config, replicas)
     from hubtune.serve.runner import serve as run
 
     run(config)
