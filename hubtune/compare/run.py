@@ -23,6 +23,7 @@ from hubtune.backbone import LoadOptions
 from hubtune.compare.rank import mark_pareto, ranked
 from hubtune.compare.split import HOLDOUT, EvaluationSplit, accuracy, evaluation_split, positions, scored_rows, training_data
 from hubtune.data import Dataset, Item, open_dataset
+from hubtune.data.dataset import ListedDataset
 from hubtune.embedding import load_options
 from hubtune.errors import DatasetError, HubtuneError, TowerError
 from hubtune.extract.options import ExtractOptions
@@ -83,6 +84,7 @@ def compare(
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     dataset.name(dataset_name)  # a name the store refuses stops here, not once per model
     items = dataset.items()
+    dataset = ListedDataset(dataset.location, dataset.modality, tuple(items))  # hashed once, not once per model
     split = evaluation_split(items, seed, holdout)
     rows = []
     with EmbeddingStore(Path(cache) if cache is not None else default_cache_dir()) as store:

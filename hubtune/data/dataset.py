@@ -36,6 +36,17 @@ class Dataset:
         return check_dataset_name(given if given is not None else self.location.stem)
 
 
+@dataclass(frozen=True)
+class ListedDataset(Dataset):
+    """A dataset whose items were listed once (each file read and hashed once), for a process that goes
+    over it several times: ``compare`` extracts it once per model."""
+
+    listed: tuple[Item, ...] = ()
+
+    def __iter__(self) -> Iterator[Item]:
+        yield from self.listed
+
+
 def open_dataset(location: str | Path) -> Dataset:
     """Recognise the dataset at ``location``; the error says which layouts are accepted."""
     path = Path(location).expanduser()
