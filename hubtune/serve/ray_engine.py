@@ -136,6 +136,15 @@ def serve_on_ray(config: ServeConfig, replicas: int, cpus_per_replica: float | N
         import os
 
         cpus_per_replica = (os.cpu_count() or 1) / replicas if started_ray else 1.0
+    import signal
+    import threading
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (and a SIGINT a shell ignored) stop it too
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
     try:
         url = start(config, replicas, cpus_per_replica, address)
         logger.info("hubtune serve: %s on %d Ray Serve replicas at %s (Ctrl-C stops)", config.ref, replicas, url)
