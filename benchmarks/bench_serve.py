@@ -194,13 +194,7 @@ def ray_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 << 20)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Embedder.bind(), name="bench", route_prefix="/")
-    Path(ready_file).write_text("ready")
-    stop = asyncio.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while not stop.is_set():
-        time.sleep(0.2)
-    serve.shutdown()
-    ray.shutdown()
+    ready_until_sigterm(ready_file)
 
 
 def replicas_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: str, replicas: int) -> None:
@@ -215,13 +209,19 @@ def replicas_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_f
                          max_batch_size=max_batch, max_wait_ms=wait_ms, port=port)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=150 << 20)
     start(config, replicas=replicas, cpus_per_replica=2 / replicas)
+    ready_until_sigterm(ready_file)
+
+
+def ready_until_sigterm(ready_file: str) -> None:
+    """Say ready (the file the load waits for), serve until SIGTERM, then stop Serve and Ray."""
+    import ray
+    from ray import serve
+
     Path(ready_file).write_text("ready")
     stop = asyncio.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     while not stop.is_set():
         time.sleep(0.2)
-    from ray import serve
-
     serve.shutdown()
     ray.shutdown()
 
