@@ -101,6 +101,10 @@ class InputError(HubtuneError, ValueError):
     """One input item could not be read or decoded (recorded per item, never fatal to a batch)."""
 
 
+class ImageTooLarge(InputError):
+    """An image of more pixels than hubtune decodes: a decompression bomb."""
+
+
 # -- the embedding store --------------------------------------------------------------------------
 class StoreError(HubtuneError):
     """The store is damaged, misused, or cannot be written."""
