@@ -85,14 +85,6 @@ def embed_queries(backbone: "Backbone", raws: Sequence[str | bytes]) -> "np.ndar
     return out
 
 
-def _embed_by_tower(backbone: "Backbone", queries: Sequence[str]) -> "np.ndarray":
-    """A two-tower model's query vectors: an existing image file through its image tower, any other
-    query as text through its text tower (both into the space of the dataset's vectors)."""
-    paths = [_image_path(query) for query in queries]
-    return embed_queries(backbone, [path.read_bytes() if path is not None else query
-                                    for path, query in zip(paths, queries)])
-
-
 def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader: Any) -> "np.ndarray":
     """Vectors for queries: ``row:N`` or ``key:HEX`` name dataset items (no model needed); other
     queries are image paths for an image model, or texts for a text model. For a two-tower model
@@ -121,12 +113,12 @@ def query_vectors(queries: Sequence[str], data: DatasetVectors, backbone_loader:
             out[i] = data.vectors[row]
     if free:
         backbone: "Backbone" = backbone_loader()
-        if backbone.tower is not None:
-            out[free] = _embed_by_tower(backbone, [queries[i] for i in free])
-            return out
-        raw = []
+        raw: list[str | bytes] = []
         for i in free:
-            if backbone.modality == "image":
+            if backbone.tower is not None:  # an existing image file to the image tower, the rest as text
+                path = _image_path(queries[i])
+                raw.append(path.read_bytes() if path is not None else queries[i])
+            elif backbone.modality == "image":
                 path = Path(queries[i]).expanduser()
                 if not path.is_file():
                     raise QueryError(f"{queries[i]!r}: an image model searches by image path, and there is no such file")
