@@ -18,7 +18,8 @@ C_GRID_SIZE = 45
 #: below this many multiply-adds per product (n * d * classes) the fit runs BLAS on one thread: its
 #: (n, d) @ (d, k) products are too thin to share, and OpenBLAS's threads spinning against each other made
 #: a 384 x 1280 C search 15x slower (8.6 s vs 0.56 s) and a 20,000 x 1024 x 10 fit 2.7-4x slower on a
-#: busy 2-core machine (this project's VM, 2026-12-01)
+#: busy 2-core machine (this project's VM, 2026-12-01; measured ad hoc with select_c / fit on random data,
+#: not a benchmarks/ script: bench_compare.py shows the effect on a cached compare)
 ONE_THREAD_BELOW = 5e8
 
 
