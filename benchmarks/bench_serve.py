@@ -175,7 +175,7 @@ def ray_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: 
             return await loop.run_in_executor(self.pool, self.service.run, ("embed", "text"), jobs)
 
         async def __call__(self, request: Request) -> JSONResponse:
-            from hubtune.serve import schemas
+            from hubtune.serve import answers, schemas
             from hubtune.serve.inputs import check_values, parse_json
             from hubtune.serve.statuses import error_body, status_of
 
@@ -187,7 +187,7 @@ def ray_main(port: int, cache: str, max_batch: int, wait_ms: float, ready_file: 
                 result = await self.embed(values)
                 if isinstance(result, BaseException):
                     raise result
-                return JSONResponse(result)
+                return answers.response(result)
             except HubtuneError as error:
                 return JSONResponse(error_body(error, status_of(error)), status_of(error))
 
@@ -362,7 +362,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stacks", default="hubtune,ray,hubtune-nobatch")
-    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result files' name")

@@ -167,18 +167,19 @@ class Backbones:
         return self.loaded[kind]
 
 
-def computed(backbone: "Backbone", todo: Sequence[Item], batch_size: int, workers: int,
-             streams: int | None) -> Iterator[tuple[list[int], "np.ndarray | None", list[tuple[int, str]]]]:
+def computed(backbone: "Backbone", todo: Sequence[Item], settings: "Settings",
+             ) -> Iterator[tuple[list[int], "np.ndarray | None", list[tuple[int, str]]]]:
     """``(positions, float32 vectors, [(position, reason)])`` per batch, as the extractor computes them."""
     from hubtune.extract.batches import loader_batches, windowed_batches
     from hubtune.extract.streams import cpu_streams, embedded_batches
 
-    if workers:
-        batches = loader_batches(backbone, list(todo), batch_size, workers)
+    batch_size = settings.batch_size
+    if settings.workers:
+        batches = loader_batches(backbone, list(todo), batch_size, settings.workers)
     else:
         window = batch_size * (64 if backbone.modality == "text" else 1)
-        batches = windowed_batches(backbone.preprocessor, list(todo), batch_size, window)
-    streams = streams if streams is not None else cpu_streams(backbone)
+        batches = windowed_batches(backbone.preprocessor, list(todo), batch_size, window, settings.max_tokens)
+    streams = settings.streams if settings.streams is not None else cpu_streams(backbone)
     for positions, vectors, bad in embedded_batches(backbone, batches, [batch_size], streams):
         yield positions, None if vectors is None else vectors.numpy(), bad
 
@@ -191,16 +192,18 @@ class Settings:
     batch_size: int = 64
     workers: int = 0
     streams: int | None = None
+    max_tokens: int | None = None  # padded tokens per forward of texts (None: batch_size rows whatever their length)
 
     def __post_init__(self) -> None:  # refused before any work, naming the setting
         if self.stored_dtype not in ("float16", "float32"):
             raise BackboneOptionError(f"stored_dtype={self.stored_dtype!r}; expected 'float16' or 'float32'")
-        for name, least in (("batch_size", 1), ("workers", 0), ("streams", 1)):
+        for name, least in (("batch_size", 1), ("workers", 0), ("streams", 1), ("max_tokens", 1)):
             value = getattr(self, name)
             whole = isinstance(value, int) and not isinstance(value, bool)
-            if (value is not None or name != "streams") and not (whole and value >= least):
+            optional = name in ("streams", "max_tokens")
+            if (value is not None or not optional) and not (whole and value >= least):
                 raise BackboneOptionError(f"{name}={value!r}; expected a whole number of at least {least}"
-                                          + (" (or None)" if name == "streams" else ""))
+                                          + (" (or None)" if optional else ""))
 
 
 def _fill(store: "EmbeddingStore", backbone: "Backbone", fingerprint: str, todo: list[Item], settings: Settings) -> None:
@@ -212,7 +215,7 @@ def _fill(store: "EmbeddingStore", backbone: "Backbone", fingerprint: str, todo:
     writer = StoreWriter(store, fingerprint)
     writer.start()
     try:
-        for positions, vectors, bad in computed(backbone, todo, settings.batch_size, settings.workers, settings.streams):
+        for positions, vectors, bad in computed(backbone, todo, settings):
             keys = [todo[i].key for i in positions]
             rows = vectors.astype(settings.stored_dtype) if vectors is not None else np.zeros((0, 1), settings.stored_dtype)
             errors = {todo[i].key: {"reason": reason, "origin": todo[i].origin} for i, reason in bad}
@@ -234,17 +237,19 @@ def vectors_by_key(items: Sequence[Item], backbone: Callable[[], "Backbone"], st
         model = backbone()
         found: dict[bytes, Any] = {}
         reasons: dict[bytes, str] = {}
-        for positions, vectors, bad in computed(model, items, settings.batch_size, settings.workers, settings.streams):
+        for positions, vectors, bad in computed(model, items, settings):
             found.update((items[i].key, row) for i, row in zip(positions, vectors if vectors is not None else []))
             reasons.update((items[i].key, reason) for i, reason in bad)
         return found, reasons, model.dim
+    recalled = None
     if fingerprint is None or fingerprint not in store.fingerprints():
-        fingerprint = store.recall_request(request) if request is not None else None
+        fingerprint = recalled = store.recall_request(request) if request is not None else None
     if fingerprint is None or pending_items(store, fingerprint, list(items)):
         model = backbone()
         fingerprint = model.fingerprint(settings.stored_dtype)
-        store.register(fingerprint, model.fingerprint_fields(settings.stored_dtype), model.dim, settings.stored_dtype)
-        if request is not None:
+        if fingerprint not in store.fingerprints():  # each a synced write: only when new (serve calls this per batch)
+            store.register(fingerprint, model.fingerprint_fields(settings.stored_dtype), model.dim, settings.stored_dtype)
+        if request is not None and recalled != fingerprint:
             store.remember_request(request, fingerprint)
         todo = pending_items(store, fingerprint, list(items))
         if todo:
@@ -282,12 +287,13 @@ def failure_message(failed: Sequence[Failure], total: int) -> str:
 def embed_items(items: list[Item | None], names: Sequence[str], failed: list[Failure],
                 backbone: Callable[[], "Backbone"], cache: Any, request: dict[str, Any] | None,
                 settings: Settings) -> tuple["np.ndarray", list[Failure]]:
-    """Rows for ``items`` (None: already failed) through the store at ``cache`` (a path, a Cache, or None)."""
+    """Rows for ``items`` (None: already failed) through the store at ``cache`` (a path, a Cache, an
+    open :class:`~hubtune.store.EmbeddingStore` kept open by its caller, or None)."""
     from hubtune.store import EmbeddingStore
 
     unique = list({item.key: item for item in items if item is not None}.values())
-    if cache is None:
-        found, reasons, dim = vectors_by_key(unique, backbone, None, None, settings)
+    if cache is None or isinstance(cache, EmbeddingStore):
+        found, reasons, dim = vectors_by_key(unique, backbone, cache, request if cache is not None else None, settings)
         return assemble(items, names, failed, found, reasons, dim)
     with EmbeddingStore(Path(cache)) as store:
         found, reasons, dim = vectors_by_key(unique, backbone, store, request, settings)

@@ -16,7 +16,7 @@ def _serve_extra() -> None:
 
     from hubtune.errors import ServeError
 
-    missing = [name for name in ("fastapi", "uvicorn", "multipart") if find_spec(name) is None]
+    missing = [name for name in ("fastapi", "uvicorn", "multipart", "orjson") if find_spec(name) is None]
     if missing:
         raise ServeError(f"hubtune serve needs {', '.join('python-multipart' if m == 'multipart' else m for m in missing)}: "
                          "pip install 'hubtune[serve]'")
@@ -33,10 +33,13 @@ def _serve_extra() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the service (set a token).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port.")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Inputs per model call: concurrent requests are coalesced up to this many.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="How long a batch waits for more requests before the model runs.")
+@click.option("--streams", type=click.IntRange(min=1), default=None,
+              help="Batches the model runs at once, each on its share of the torch threads (default: 2 on "
+              "a CPU with 2+ threads, where two one-thread forwards beat one two-thread forward; 1 on CUDA).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
               help="Requests waiting for the model; past it the service answers 503 with Retry-After.")
 @click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True,
@@ -59,7 +62,7 @@ def _serve_extra() -> None:
               help="Replicas with --engine ray.")
 @model_options
 def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tuple[str, ...], host: str,
-          port: int, max_batch_size: int, max_wait_ms: float, max_queue: int, max_inputs: int,
+          port: int, max_batch_size: int, max_wait_ms: float, streams: int | None, max_queue: int, max_inputs: int,
           max_text_chars: int, max_body_mb: float, request_timeout: float, token_env: str | None,
           json_logs: bool, engine: str, replicas: int, options: Any) -> None:
     """Serve REF's embeddings, the nearest items of datasets and heads' predictions over HTTP.
@@ -93,7 +96,7 @@ def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tu
         raise ServeError(f"--token-env {token_env}: the environment variable {token_env} is not set (or empty)")
     config = ServeConfig(ref=ref, cache=resolve_cache(cache_dir), datasets=list(datasets), heads=list(heads),
                          options=options, host=host, port=port, max_batch_size=max_batch_size,
-                         max_wait_ms=max_wait_ms, max_queue=max_queue, max_inputs=max_inputs,
+                         max_wait_ms=max_wait_ms, streams=streams, max_queue=max_queue, max_inputs=max_inputs,
                          max_text_chars=max_text_chars, max_body_bytes=int(max_body_mb * (1 << 20)),
                          request_timeout=request_timeout, token=token, json_logs=json_logs)
     config.head_paths()  # two heads with one name: refused before the model loads

@@ -89,22 +89,47 @@ def prepare_items(preprocessor: "Preprocessor", items: Sequence[Item]) -> list[A
     return prepared
 
 
-def prepared_batches(preprocessor: "Preprocessor", prepared: Sequence[Any], start: int, batch_size: int) -> Iterator:
+def forward_chunks(order: Sequence[int], lengths: "dict[int, int] | None", batch_size: int,
+                   max_tokens: int | None) -> Iterator[list[int]]:
+    """``order`` cut into forwards of at most ``batch_size`` samples; with ``max_tokens`` (and
+    ``order`` sorted longest first), also at most that many padded tokens (rows x the longest).
+
+    A budget keeps a CPU forward's matrices small whatever the lengths: many short texts in one
+    forward, few long ones. ``hubtune serve`` cuts its batches this way (benchmarks/bench_serve.py)."""
+    if max_tokens is None or lengths is None:
+        for offset in range(0, len(order), batch_size):
+            yield list(order[offset : offset + batch_size])
+        return
+    chunk: list[int] = []
+    for index in order:
+        if chunk and (len(chunk) >= batch_size or (len(chunk) + 1) * lengths[chunk[0]] > max_tokens):
+            yield chunk
+            chunk = []
+        chunk.append(index)
+    if chunk:
+        yield chunk
+
+
+def prepared_batches(preprocessor: "Preprocessor", prepared: Sequence[Any], start: int, batch_size: int,
+                     max_tokens: int | None = None) -> Iterator:
     """``(positions, collated batch, [(position, reason)])`` over prepared samples; when the
-    preprocessor knows sample lengths, batches hold samples of similar length (less padding)."""
+    preprocessor knows sample lengths, batches hold samples of similar length (less padding), and
+    ``max_tokens`` bounds a batch's padded tokens (see :func:`forward_chunks`)."""
     bad = [(start + i, str(p)) for i, p in enumerate(prepared) if isinstance(p, InputError)]
     good = [i for i, p in enumerate(prepared) if not isinstance(p, InputError)]
-    lengths = {i: preprocessor.length(prepared[i]) for i in good}
-    if all(length is not None for length in lengths.values()):
+    measured = {i: preprocessor.length(prepared[i]) for i in good}
+    lengths = {i: n for i, n in measured.items() if n is not None} if None not in measured.values() else None
+    if lengths is not None:
         good.sort(key=lambda i: -lengths[i])
     if bad and not good:
         yield [], None, bad
-    for offset in range(0, len(good), batch_size):
-        chunk = good[offset : offset + batch_size]
-        yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if offset == 0 else []
+    for number, chunk in enumerate(forward_chunks(good, lengths, batch_size, max_tokens)):
+        yield [start + i for i in chunk], preprocessor.collate([prepared[i] for i in chunk]), bad if number == 0 else []
 
 
-def windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size: int, window: int) -> Iterator:
+def windowed_batches(preprocessor: "Preprocessor", todo: list[Item], batch_size: int, window: int,
+                     max_tokens: int | None = None) -> Iterator:
     """In-process batches: preprocess a window of items at once (batched tokenising), then batch it."""
     for start in range(0, len(todo), window):
-        yield from prepared_batches(preprocessor, prepare_items(preprocessor, todo[start : start + window]), start, batch_size)
+        yield from prepared_batches(preprocessor, prepare_items(preprocessor, todo[start : start + window]), start,
+                                    batch_size, max_tokens)

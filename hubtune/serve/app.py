@@ -47,7 +47,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
     from starlette.exceptions import HTTPException
 
     from hubtune import __version__
-    from hubtune.serve import schemas
+    from hubtune.serve import answers, schemas
     from hubtune.serve.auth import check_token
     from hubtune.serve.batcher import Batcher
     from hubtune.serve.inputs import check_values, form_body, is_multipart, parse_json, read_form, validation_message
@@ -57,8 +57,10 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
     from hubtune.serve.statuses import error_body, error_headers, status_of
 
     svc = service or Service(config)
-    setup = Service.thread_setup()  # the threads that load and run the model get this thread's torch threads
-    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue, thread_setup=setup)
+    setup = Service.thread_setup()  # the thread that loads the model gets this thread's torch threads
+    streams = Service.streams(config)  # the model's worker threads share them
+    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue,
+                      thread_setup=Service.thread_setup(streams), workers=streams)
     items = Items(config.thumbnail_px)
 
     def loaded(task: "asyncio.Future[None]") -> None:
@@ -176,16 +178,16 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
 
     @v1.post("/embed", response_model=schemas.EmbedResponse,
              openapi_extra=openapi_body("EmbedRequest", ["inputs"], {}))
-    async def embed(request: Request) -> JSONResponse:
+    async def embed(request: Request) -> Response:
         """Vectors of texts or images: the rows `hubtune export` writes for the same inputs."""
         fields = await body(request, schemas.EmbedRequest, ["inputs"], {})
         values = check_values(fields["inputs"], "inputs", config)
         kind = svc.embed_kind(values)
-        return JSONResponse(await submit(request, ("embed", kind), values, len(values)))
+        return answers.response(await submit(request, ("embed", kind), values, len(values)))
 
     @v1.post("/search", response_model=schemas.SearchResponse,
              openapi_extra=openapi_body("SearchRequest", ["queries"], {"dataset": "string", "k": "integer"}))
-    async def search(request: Request) -> JSONResponse:
+    async def search(request: Request) -> Response:
         """The k nearest items of a dataset to each query, as `hubtune search --json` finds them."""
         fields = await body(request, schemas.SearchRequest, ["queries"], {"dataset": str, "k": int})
         if "dataset" not in fields:
@@ -196,17 +198,17 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
             raise RequestError(f"k={k}; expected 1..{config.max_k}")
         queries = check_values(fields["queries"], "queries", config)
         svc.check_queries(dataset, queries)
-        return JSONResponse(await submit(request, ("search", dataset.name), (queries, k), len(queries)))
+        return answers.response(await submit(request, ("search", dataset.name), (queries, k), len(queries)))
 
     @v1.post("/predict", response_model=schemas.PredictResponse,
              openapi_extra=openapi_body("PredictRequest", ["inputs"], {"head": "string"}))
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> Response:
         """Each input's class and class probabilities from a head, as `hubtune predict --json`."""
         fields = await body(request, schemas.PredictRequest, ["inputs"], {"head": str})
         name, head = svc.head(fields.get("head"))
         values = check_values(fields["inputs"], "inputs", config)
         svc.check_head_inputs(name, head, values)
-        return JSONResponse(await submit(request, ("predict", name), values, len(values)))
+        return answers.response(await submit(request, ("predict", name), values, len(values)))
 
     @v1.get("/datasets/{name}/items/{row}", responses={200: {"content": {"image/jpeg": {}}}})
     async def item(name: str, row: int) -> Response:

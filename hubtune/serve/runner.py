@@ -53,6 +53,7 @@ def serve(config: ServeConfig, service: Any = None) -> None:
         pass
     finally:
         sock.close()
+        app.state.service.close()
     logger.info("hubtune serve: stopped")
     error = app.state.service.error
     if error is not None:

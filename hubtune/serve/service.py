@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubtune.serve")
 DTYPES = ("float16", "float32")
-CPU_FORWARD_BATCH = 4  # inputs per forward of a served batch on a CPU (see Service.forward_batch)
+CPU_TEXT_TOKENS = 256  # padded tokens per forward of texts on a CPU (see Service.embed_settings)
+CPU_IMAGE_FORWARD = 4  # images per forward on a CPU
 
 
 def kind_of(value: Any) -> str:
@@ -65,6 +66,8 @@ class Service:
     heads: dict[str, "HeadMethods"] = field(default_factory=dict)
     main: "Backbone | None" = None
     keeper: Any = None  # hubtune.embedding.Backbones: /v1/embed's backbone per tower
+    store: Any = None  # the EmbeddingStore at config.cache, open while the service is loaded (close())
+    threads: int = 1  # the process's torch threads (the CLI's); a worker runs on its share of them
     ready: bool = False
     error: BaseException | None = None  # why loading failed (the process then stops)
 
@@ -74,8 +77,13 @@ class Service:
         fingerprint is not this backbone's)."""
         from hubtune.api import load_backbone
         from hubtune.embedding import Backbones
+        from hubtune.store import EmbeddingStore
+
+        import torch
 
         config = self.config
+        self.threads = torch.get_num_threads()
+        self.store = EmbeddingStore(config.cache)  # one handle for every batch (its threads share it)
         self.main = load_backbone(config.ref, config.options)
         self.keeper = Backbones(config.ref, config.options)
         self.keeper.loaded[self.main.modality] = self.main
@@ -89,6 +97,13 @@ class Service:
         for name, folder in config.head_paths().items():
             self.heads[name] = self.open_head(name, folder)
         self.ready = True
+
+    def close(self) -> None:
+        """Close the store (the process keeps the model until it exits)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.ready = False
 
     def backbones(self) -> list["Backbone"]:
         """The backbones already loaded (and, for a two-tower model, its other tower, which shares them)."""
@@ -110,15 +125,13 @@ class Service:
         from hubtune.api import load_backbone
         from hubtune.errors import BackboneOptionError
         from hubtune.index.neighbours import ensure_index, with_query_prompt
-        from hubtune.store import EmbeddingStore
         from hubtune.store.lookup import find_fingerprint, resolved_options
 
-        config = self.config
-        with EmbeddingStore(config.cache) as store:
-            fingerprint = find_fingerprint(store, config.ref, name, config.options)
-            found = ensure_index(store, fingerprint, name)
-            dtype = store.fingerprints()[fingerprint]["dtype"]
-            exact = resolved_options(store, fingerprint, config.options)
+        config, store = self.config, self.store
+        fingerprint = find_fingerprint(store, config.ref, name, config.options)
+        found = ensure_index(store, fingerprint, name)
+        dtype = store.fingerprints()[fingerprint]["dtype"]
+        exact = resolved_options(store, fingerprint, config.options)
         backbone = self.shared(fingerprint, dtype)
         if backbone is None or "query" in backbone.prompts():  # the query prompt is set on its own copy
             backbone = load_backbone(config.ref, exact)
@@ -147,13 +160,26 @@ class Service:
         return head
 
     @staticmethod
-    def thread_setup() -> Callable[[], None]:
-        """What the model's worker thread runs first: this thread's torch (and faiss) thread counts.
-        OpenMP keeps the count per thread and a new thread starts at 1, so without it the model would
-        run on one core in the worker, and its sums, in another order, would differ from the CLI's."""
+    def streams(config: ServeConfig) -> int:
+        """Model calls at once: ``config.streams``, else 2 on a CPU with 2+ torch threads (each on half
+        of them, as extract's two streams) and 1 on CUDA."""
         import torch
 
-        threads = torch.get_num_threads()
+        from hubtune.runtime import resolve_device
+
+        if config.streams is not None:
+            return config.streams
+        on_cpu = resolve_device(config.options.device or "auto").type == "cpu"
+        return 2 if on_cpu and torch.get_num_threads() >= 2 else 1
+
+    @staticmethod
+    def thread_setup(streams: int = 1) -> Callable[[], None]:
+        """What a model worker thread runs first: its torch (and faiss) thread count, this thread's
+        divided among ``streams`` workers. OpenMP keeps the count per thread and a new thread starts at
+        1, so without it the model would run on one core in a lone worker."""
+        import torch
+
+        threads = max(1, torch.get_num_threads() // streams)
 
         def setup() -> None:
             torch.set_num_threads(threads)
@@ -244,23 +270,28 @@ class Service:
             return self.search_batch(self.datasets[target], jobs)
         return self.predict_batch(self.heads[target], jobs)
 
-    def forward_batch(self, kind: str) -> int:
-        """Inputs per forward within one served batch. On a CPU: a few (:data:`CPU_FORWARD_BATCH`); the
-        batch's inputs are sorted by length and cut into forwards of that many, so a forward pads little
-        and extract's two CPU streams both run (one forward of 32 texts of random lengths pads each to the
-        longest and leaves a stream idle: 2.5x fewer items/s here, benchmarks/bench_serve.py). On a GPU:
-        the whole batch."""
+    def embed_settings(self, kind: str) -> Any:
+        """How a served batch is cut into forwards, in its worker thread (one stream: the workers are
+        the streams). On a CPU, texts sorted by length into forwards of at most :data:`CPU_TEXT_TOKENS`
+        padded tokens (many short texts or a few long ones: small matrices, little padding), images
+        :data:`CPU_IMAGE_FORWARD` at a time; on a GPU the whole batch in one forward. Fixed forwards of
+        4 texts served 0.6x of extract's items/s, of 16 (one long text pads the rest) 0.3x."""
+        from hubtune.embedding import Settings
+
+        size = self.config.max_batch_size
         device = getattr(self.keeper.get(kind), "device", None)
-        on_cpu = device is None or getattr(device, "type", "cpu") == "cpu"
-        return min(self.config.max_batch_size, CPU_FORWARD_BATCH) if on_cpu else self.config.max_batch_size
+        if device is not None and getattr(device, "type", "cpu") != "cpu":
+            return Settings(batch_size=size, streams=1)
+        if kind == "text":
+            return Settings(batch_size=size, streams=1, max_tokens=CPU_TEXT_TOKENS)
+        return Settings(batch_size=min(size, CPU_IMAGE_FORWARD), streams=1)
 
     def embed_batch(self, kind: str, jobs: Sequence[list[Any]]) -> list[Any]:
-        from hubtune.embedding import Settings, embed_values, inputs_error
+        from hubtune.embedding import embed_values, inputs_error
 
         values = [value for job in jobs for value in job]
-        vectors, failed = embed_values(self.config.ref, values, self.config.cache, self.config.options,
-                                       Settings(batch_size=self.forward_batch(kind)), kind=kind,
-                                       backbones=self.keeper)
+        vectors, failed = embed_values(self.config.ref, values, self.store, self.config.options,
+                                       self.embed_settings(kind), kind=kind, backbones=self.keeper)
         backbone = self.keeper.get(kind)
         results: list[Any] = []
         start = 0
@@ -273,7 +304,7 @@ class Service:
             else:
                 rows = vectors[start: start + len(job)]
                 results.append({"model": self.model_name(backbone), "fingerprint": backbone.fingerprint(),
-                                "dim": int(rows.shape[1]), "vectors": rows.tolist()})
+                                "dim": int(rows.shape[1]), "vectors": rows})  # float32: see serve.answers
             start += len(job)
         return results
 
@@ -282,6 +313,7 @@ class Service:
         import numpy as np
 
         from hubtune.index.neighbours import embed_queries, query_vectors
+        from hubtune.runtime import torch_threads
 
         data = dataset.found.data
         out = np.empty((len(queries), data.vectors.shape[1]), dtype=np.float32)
@@ -289,8 +321,9 @@ class Service:
         free = [i for i in range(len(queries)) if not names_item(queries[i])]
         if named:
             out[named] = query_vectors([queries[i] for i in named], data, lambda: None)
-        if free:
-            out[free] = embed_queries(dataset.backbone, [queries[i] for i in free])
+        if free:  # on the CLI's threads: the query vectors, and so the scores, equal `hubtune search`'s
+            with torch_threads(self.threads):
+                out[free] = embed_queries(dataset.backbone, [queries[i] for i in free])
         return out
 
     def search_batch(self, dataset: Searchable, jobs: Sequence[tuple[list[Any], int]]) -> list[Any]:

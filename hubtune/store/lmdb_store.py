@@ -33,7 +33,10 @@ A block header carries the dtype, dim, row count and the CRC32 of the vector byt
 detects any damaged byte. One write transaction per batch, ``sync`` on, no ``writemap``: a crash
 loses at most the batch in flight and never leaves a half-written block visible. Only one process
 writes at a time (LMDB's writer lock serialises them); any number read. Handles must not cross
-``fork``: each process opens its own (the handle checks).
+``fork``: each process opens its own (the handle checks). Within a process, handles of one store share
+one LMDB environment (LMDB allows one per process): a second ``EmbeddingStore(path)`` while one is open
+(another thread's, ``hubtune serve``'s) reuses it, and the last ``close`` closes it. Threads may use
+handles at once; write transactions wait for each other.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ import bisect
 import itertools
 import json
 import os
+import threading
 import weakref
+from dataclasses import dataclass
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -62,6 +67,51 @@ _SCAN_PAGE = 65536  # key-index entries read per page when scanning a fingerprin
 _HANDLES: "weakref.WeakSet[EmbeddingStore]" = weakref.WeakSet()  # open handles, to release after fork
 
 
+@dataclass
+class _Shared:
+    """One store's LMDB environment in this process, and how many handles use it."""
+
+    env: Any
+    readonly: bool
+    users: int = 1
+
+
+_OPEN: dict[tuple[str, int], _Shared] = {}  # (real path, pid) -> its environment
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_env(path: Path, readonly: bool, map_size: int, max_readers: int) -> Any:
+    """This process's environment for the store at ``path``: the open one (shared), or a new one."""
+    import lmdb
+
+    key = (os.path.realpath(path), os.getpid())
+    shared = _OPEN.get(key)
+    if shared is not None:
+        if shared.readonly and not readonly:
+            raise StoreError(f"the store at {path} is open read-only in this process; close that handle "
+                             "before opening it for writing")
+        shared.users += 1
+        return shared.env
+    env = lmdb.open(str(path), map_size=map_size, max_dbs=12, readonly=readonly, sync=True,
+                    writemap=False, metasync=True, lock=True, max_readers=max_readers)
+    env.reader_check()  # clear reader slots left by killed processes
+    _OPEN[key] = _Shared(env, readonly)
+    return env
+
+
+def _release_env(path: Path, env: Any) -> None:
+    """One handle fewer on ``env`` (hold ``_OPEN_LOCK``); the last one closes it."""
+    key = (os.path.realpath(path), os.getpid())
+    shared = _OPEN.get(key)
+    if shared is None or shared.env is not env:
+        env.close()
+        return
+    shared.users -= 1
+    if shared.users == 0:
+        del _OPEN[key]
+        env.close()
+
+
 def release_inherited() -> None:
     """In a forked child, close the store handles inherited from the parent.
 
@@ -73,6 +123,9 @@ def release_inherited() -> None:
         if handle._pid != os.getpid():
             _HANDLES.discard(handle)
             handle.env.close()
+    with _OPEN_LOCK:
+        for key in [key for key in _OPEN if key[1] != os.getpid()]:
+            del _OPEN[key]
 
 
 class EmbeddingStore(Maintenance):
@@ -80,8 +133,8 @@ class EmbeddingStore(Maintenance):
 
     def __init__(self, path: str | Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
                  max_readers: int = 512):
-        import lmdb
-
+        """Open (or create) the store at ``path``. ``map_size`` and ``max_readers`` apply when this
+        process has no handle on it yet (an open one is shared as it is)."""
         self.path = Path(path)
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -89,19 +142,17 @@ class EmbeddingStore(Maintenance):
             raise StoreError(f"no embedding store at {self.path} (run `hubtune extract` first)")
         self._pid = os.getpid()
         release_inherited()
-        self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=12, readonly=readonly, sync=True,
-            writemap=False, metasync=True, lock=True, max_readers=max_readers,
-        )
-        self.env.reader_check()  # clear reader slots left by killed processes
-        _HANDLES.add(self)
-        create = not readonly
-        try:
-            check_format(self.env, self.path, create)
-        except StoreError:
-            self.env.close()
-            _HANDLES.discard(self)
-            raise
+        with _OPEN_LOCK:  # one environment per store and process, opened and stamped once
+            self.env = _open_env(self.path, readonly, map_size, max_readers)
+            _HANDLES.add(self)
+            create = not readonly
+            try:
+                check_format(self.env, self.path, create)
+            except StoreError:
+                _HANDLES.discard(self)
+                _release_env(self.path, self.env)
+                raise
+        self._closed = False
         self._fingerprints = self.env.open_db(b"fingerprints", create=create)
         self._blocks = self.env.open_db(b"blocks", create=create)
         self._keys = self.env.open_db(b"keys", create=create)
@@ -139,9 +190,11 @@ class EmbeddingStore(Maintenance):
             ) from exc
 
     def close(self) -> None:
-        if os.getpid() == self._pid:
+        if os.getpid() == self._pid and not self._closed:
+            self._closed = True
             _HANDLES.discard(self)
-            self.env.close()
+            with _OPEN_LOCK:
+                _release_env(self.path, self.env)
 
     def __enter__(self) -> "EmbeddingStore":
         return self
