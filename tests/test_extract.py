@@ -175,3 +175,41 @@ def test_max_failures_raises_after_storing(make_image_folder, tmp_path: Path) ->
         with pytest.raises(TooManyFailures, match="over --max-failures"):
             extract(MODEL, root, store, options=options(), max_failures=0.1, progress=False)
         assert store.count(next(iter(store.fingerprints()))) == 2
+
+
+def test_forward_chunks_keep_padded_tokens_under_the_budget() -> None:
+    from hubtune.extract.batches import forward_chunks
+
+    lengths = {i: n for i, n in enumerate([300, 120, 100, 90, 40, 30, 30, 20, 10, 10, 5, 5, 5, 5])}
+    order = sorted(lengths, key=lambda i: -lengths[i])
+    chunks = list(forward_chunks(order, lengths, batch_size=6, max_tokens=256))
+    assert [i for chunk in chunks for i in chunk] == order  # every sample once, in order
+    assert chunks[0] == [0]  # longer than the budget alone: a forward of its own
+    for chunk in chunks:
+        assert len(chunk) <= 6
+        assert len(chunk) == 1 or len(chunk) * lengths[chunk[0]] <= 256
+    assert [len(c) for c in chunks] == [1, 2, 2, 6, 3]  # short texts fill a forward up to batch_size
+    assert list(forward_chunks(order, lengths, 6, None)) == [order[:6], order[6:12], order[12:]]
+    assert list(forward_chunks(order, None, 6, 256)) == [order[:6], order[6:12], order[12:]]  # no lengths: rows
+
+
+def test_a_token_budget_changes_the_forwards_not_the_vectors(tmp_path: Path) -> None:
+    from hubtune.embedding import Settings, computed, to_items
+
+    backbone = hubtune.load_backbone("hf:sentence-transformers/all-MiniLM-L6-v2", precision="fp32", device="cpu")
+    texts = [" ".join(["word"] * n) for n in (1, 60, 3, 25, 2, 40, 7, 1)]
+    items, _ = to_items(texts, "text")
+    seen: list[int] = []
+    original = backbone.embed_batch
+
+    def counted(batch: dict) -> object:
+        seen.append(int(batch["input_ids"].numel()))
+        return original(batch)
+
+    backbone.embed_batch = counted  # type: ignore[method-assign]
+    rows: dict[int, np.ndarray] = {}
+    for positions, vectors, _ in computed(backbone, items, Settings(batch_size=8, streams=1, max_tokens=64)):
+        rows.update(zip(positions, vectors))
+    assert len(seen) > 1 and max(seen) <= 64  # padded tokens per forward (the 60-word text's 62 alone)
+    budgeted = np.stack([rows[i] for i in range(len(texts))])
+    np.testing.assert_allclose(budgeted, backbone.embed(texts), atol=1e-5)

@@ -299,6 +299,48 @@ def test_concurrent_requests_are_coalesced_into_batches(store: dict[str, Any], s
     assert [a.json()["vectors"][0] for a in answers] == alone  # each its own answer
 
 
+class Overlaps(Slowed):
+    """Counts the model calls running at once (and each call's torch threads)."""
+
+    def __init__(self, service: Any, seconds: float):
+        super().__init__(service, seconds)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.threads: set[int] = set()
+
+    def run(self, key: Any, jobs: Any) -> Any:
+        import torch
+
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.threads.add(torch.get_num_threads())
+        try:
+            return super().run(key, jobs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_streams_run_that_many_batches_at_once_each_on_its_share_of_threads(
+        store: dict[str, Any], server: Any, streams: int) -> None:
+    import torch
+
+    from hubtune.serve.runner import Running
+
+    overlaps = Overlaps(server.app.state.service, 0.3)
+    texts = [f"stream text {i}" for i in range(6)]
+    with Running(config(store["cache"], streams=streams, max_batch_size=1, max_wait_ms=0), service=overlaps) as running:  # type: ignore[arg-type]
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda t: httpx.post(f"{running.url}/v1/embed", json={"inputs": [t]}, timeout=60),
+                                    texts))
+    alone = post(server, "/v1/embed", json={"inputs": texts}).json()["vectors"]
+    assert [a.json()["vectors"][0] for a in answers] == alone  # each its own answer, whichever worker ran it
+    assert overlaps.most == streams and len(overlaps.calls) == len(texts)
+    assert overlaps.threads == {max(1, torch.get_num_threads() // streams)}
+
+
 def test_a_full_queue_answers_503_and_loses_no_accepted_request(store: dict[str, Any], server: Any) -> None:
     from hubtune.serve.runner import Running
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +348,41 @@ def test_a_store_whose_stamping_was_cut_short_opens_as_new(tmp_path: Path) -> No
         assert store.fingerprints() == {}
     with EmbeddingStore(tmp_path / "cut", readonly=True):  # stamped now
         pass
+
+
+def test_handles_in_one_process_share_one_environment(tmp_path: Path) -> None:
+    """LMDB allows one environment per store and process: a second handle (another thread's, serve's
+    workers') shares it, threads write through their own handles at once, the last close closes it."""
+    import threading
+
+    path = tmp_path / "shared"
+    first = EmbeddingStore(path)
+    second = EmbeddingStore(path)  # would be "already open in this process" without sharing
+    assert second.env is first.env
+    errors: list[BaseException] = []
+
+    def write(handle: EmbeddingStore, salt: str) -> None:
+        try:
+            for part in range(5):
+                handle.put_batch(FP, keys(20, f"{salt}{part}"), np.full((20, 4), part, np.float32))
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(handle, salt)) for handle, salt in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and first.count(FP) == second.count(FP) == 200
+    first.close()
+    first.close()  # twice: still one release
+    assert second.has(FP, keys(1, "a0")) == [True]  # the other handle still reads
+    with EmbeddingStore(path, readonly=True) as reader:  # a read-only handle may share a writable one
+        assert reader.count(FP) == 200
+    second.close()
+    with pytest.raises(Exception, match="closed|invalid|deleted"):
+        second.env.stat()  # the last handle closed the environment
+    with EmbeddingStore(path, readonly=True) as reader, pytest.raises(StoreError, match="read-only in this process"):
+        EmbeddingStore(path)
+    with EmbeddingStore(path) as reopened:
+        assert reopened.count(FP) == 200
