@@ -9,10 +9,10 @@ server's event loop), to 127.0.0.1 only; each load stops by itself when the requ
 Stacks, alternating, each in a fresh process with a fresh store (every input is new to it: nothing is
 answered from the cache):
 
-- `hubtune`: `hubtune serve` as built (FastAPI + uvicorn + the asyncio micro-batcher, `--max-batch-size 32`
-  inputs, `--max-wait-ms 5`), started with the CLI;
+- `hubtune`: `hubtune serve` as built (FastAPI + uvicorn + the asyncio micro-batcher, `--max-batch-size`
+  inputs (default 128, the service's default), `--max-wait-ms 5`), started with the CLI;
 - `hubtune-nobatch`: the same with `--max-batch-size 1` (what batching buys);
-- `ray`: Ray Serve 2.x, one replica of 2 CPUs (so 2 torch threads), `@serve.batch(max_batch_size=32 inputs, batch_wait_timeout_s=0.005)`
+- `ray`: Ray Serve 2.x, one replica of 2 CPUs (so 2 torch threads), `@serve.batch(max_batch_size=the same inputs, batch_wait_timeout_s=0.005)`
   over hubtune's own `Service.run` (the batch call `hubtune serve` makes, store included), the request
   checked by the same functions, behind Ray's HTTP proxy on 127.0.0.1 (`ray.init(num_cpus=2)`);
 - `ray-replicas` (only with `--stacks ...,ray-replicas`): `hubtune serve --engine ray --replicas 2`'s
@@ -362,7 +362,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stacks", default="hubtune,ray,hubtune-nobatch")
-    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=128)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result files' name")
@@ -426,7 +426,7 @@ def main() -> None:
                                 f"{med(pairs):.2f}x (per repeat {min(pairs):.2f}-{max(pairs):.2f}, n={len(pairs)})", ""))
     if "hubtune" in runs and "hubtune-nobatch" in runs:
         pairs = [a["items_per_s"] / b["items_per_s"] for a, b in zip(runs["hubtune"], runs["hubtune-nobatch"])]
-        summary.append(fact_row("batching: max batch 32 / max batch 1, items/s",
+        summary.append(fact_row(f"batching: max batch {args.max_batch_size} / max batch 1, items/s",
                                 f"{med(pairs):.2f}x (per repeat {min(pairs):.2f}-{max(pairs):.2f}, n={len(pairs)})", ""))
     result = {"model": MODEL, "requests": args.requests, "concurrency": args.concurrency,
               "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "seed": args.seed,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from hubtune import constants
 from hubtune.errors import BackboneOptionError, option
@@ -14,21 +13,6 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """This thread's torch threads set to ``count`` for the block (OpenMP keeps the count per thread).
-    A forward's sums run in another order on another thread count, so a result that must equal the
-    CLI's bit for bit is computed on the CLI's count (``hubtune serve``'s search queries)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=1)

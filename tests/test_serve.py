@@ -299,46 +299,45 @@ def test_concurrent_requests_are_coalesced_into_batches(store: dict[str, Any], s
     assert [a.json()["vectors"][0] for a in answers] == alone  # each its own answer
 
 
-class Overlaps(Slowed):
-    """Counts the model calls running at once (and each call's torch threads)."""
-
-    def __init__(self, service: Any, seconds: float):
-        super().__init__(service, seconds)
-        self.lock = threading.Lock()
-        self.now = self.most = 0
-        self.threads: set[int] = set()
-
-    def run(self, key: Any, jobs: Any) -> Any:
-        import torch
-
-        with self.lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-            self.threads.add(torch.get_num_threads())
-        try:
-            return super().run(key, jobs)
-        finally:
-            with self.lock:
-                self.now -= 1
-
-
 @pytest.mark.parametrize("streams", [1, 2])
-def test_streams_run_that_many_batches_at_once_each_on_its_share_of_threads(
-        store: dict[str, Any], server: Any, streams: int) -> None:
+def test_a_batch_runs_its_forwards_streams_at_a_time_each_on_its_share_of_threads(
+        store: dict[str, Any], server: Any, streams: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts sorted by length into forwards of at most 256 padded tokens, ``--streams`` of them at once
+    (as extract runs its streams), each forward on the worker's threads divided among the streams."""
     import torch
 
     from hubtune.serve.runner import Running
 
-    overlaps = Overlaps(server.app.state.service, 0.3)
-    texts = [f"stream text {i}" for i in range(6)]
-    with Running(config(store["cache"], streams=streams, max_batch_size=1, max_wait_ms=0), service=overlaps) as running:  # type: ignore[arg-type]
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda t: httpx.post(f"{running.url}/v1/embed", json={"inputs": [t]}, timeout=60),
-                                    texts))
-    alone = post(server, "/v1/embed", json={"inputs": texts}).json()["vectors"]
-    assert [a.json()["vectors"][0] for a in answers] == alone  # each its own answer, whichever worker ran it
-    assert overlaps.most == streams and len(overlaps.calls) == len(texts)
-    assert overlaps.threads == {max(1, torch.get_num_threads() // streams)}
+    service = server.app.state.service
+    backbone = service.keeper.get("text")
+    original = backbone.embed_batch
+    lock = threading.Lock()
+    seen = {"now": 0, "most": 0, "forwards": 0, "tokens": 0, "threads": set()}
+
+    def watched(batch: dict) -> Any:
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            seen["forwards"] += 1
+            seen["tokens"] = max(seen["tokens"], int(batch["input_ids"].numel()))
+            seen["threads"].add(torch.get_num_threads())
+        time.sleep(0.05)
+        try:
+            return original(batch)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(backbone, "embed_batch", watched)
+    monkeypatch.setattr(service.config, "streams", streams)  # the shared service's own config (--streams)
+    texts = [" ".join(["stream"] * (i % 7 * 9 + 1)) + f" {streams} {i}" for i in range(40)]  # new to the store
+    with Running(config(store["cache"]), service=service) as running:
+        answer = httpx.post(f"{running.url}/v1/embed", json={"inputs": texts}, timeout=120)
+    assert answer.status_code == 200 and len(answer.json()["vectors"]) == len(texts)
+    assert seen["forwards"] > 2 and seen["tokens"] <= 256  # cut by the token budget, not one forward of 40
+    assert seen["most"] == streams
+    total = torch.get_num_threads()
+    assert seen["threads"] == {max(1, total // streams)}
 
 
 def test_a_full_queue_answers_503_and_loses_no_accepted_request(store: dict[str, Any], server: Any) -> None:

@@ -84,8 +84,9 @@ def test_serve_command_engine_ray_hands_the_config_to_ray_engine(tmp_path: Path,
     calls: list[tuple[Any, int]] = []
     monkeypatch.setattr(ray_engine, "serve_on_ray", lambda config, replicas: calls.append((config, replicas)))
     result = CliRunner().invoke(cli, ["serve", MODEL, "--cache", str(tmp_path), "--engine", "ray", "--replicas", "3",
-                                      "--port", "0", "--max-batch-size", "16", "--precision", "fp32", "--device", "cpu"],
+                                      "--port", "0", "--max-batch-size", "16", "--streams", "1", "--precision", "fp32", "--device", "cpu"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (config, replicas), = calls
     assert replicas == 3 and config.ref == MODEL and config.max_batch_size == 16 and config.host == "127.0.0.1"
+    assert config.streams == 1

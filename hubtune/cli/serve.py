@@ -33,13 +33,14 @@ def _serve_extra() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback exposes the service (set a token).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port.")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Inputs per model call: concurrent requests are coalesced up to this many.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="How long a batch waits for more requests before the model runs.")
 @click.option("--streams", type=click.IntRange(min=1), default=None,
-              help="Batches the model runs at once, each on its share of the torch threads (default: 2 on "
-              "a CPU with 2+ threads, where two one-thread forwards beat one two-thread forward; 1 on CUDA).")
+              help="Forwards of a batch run at once, each on its share of the torch threads, as extract's "
+              "--streams (default: 2 on a CPU with 2+ threads, where two one-thread forwards beat one "
+              "two-thread forward; 1 on CUDA).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
               help="Requests waiting for the model; past it the service answers 503 with Retry-After.")
 @click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True,

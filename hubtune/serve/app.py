@@ -57,10 +57,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> Any:
     from hubtune.serve.statuses import error_body, error_headers, status_of
 
     svc = service or Service(config)
-    setup = Service.thread_setup()  # the thread that loads the model gets this thread's torch threads
-    streams = Service.streams(config)  # the model's worker threads share them
-    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue,
-                      thread_setup=Service.thread_setup(streams), workers=streams)
+    setup = Service.thread_setup()  # the threads that load and run the model get this thread's torch threads
+    batcher = Batcher(svc.run, config.max_batch_size, config.max_wait_ms, config.max_queue, thread_setup=setup)
     items = Items(config.thumbnail_px)
 
     def loaded(task: "asyncio.Future[None]") -> None:

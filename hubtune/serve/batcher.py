@@ -1,13 +1,10 @@
 """An asyncio micro-batcher: concurrent requests coalesced into model batches, with a bounded queue.
 
-A request is a :class:`Job` (a batch key saying which model call it joins, and its inputs). When a
-worker thread is free, the collector takes the first waiting job, then waits up to ``max_wait_ms`` for
-more until the batch holds ``max_batch_size`` inputs; the jobs are grouped by key and each group is
-one call of ``run`` in that worker, so the event loop keeps answering (``/healthz``, new requests,
-503s) while the model computes. ``workers`` batches run at once (two on a 2+-core CPU, each forward
-on half the threads, as extract's two streams: small forwards keep a core busier than two; one on a
-GPU); the next batch is collected while they run, so no worker waits for the slowest forward of
-another's batch.
+A request is a :class:`Job` (a batch key saying which model call it joins, and its inputs). The
+collector takes the first waiting job, then waits up to ``max_wait_ms`` for more until the batch holds
+``max_batch_size`` inputs; the jobs are grouped by key and each group is one call of ``run`` in a
+single worker thread, so the event loop keeps answering (``/healthz``, new requests, 503s) while the
+model computes, and the model is never called from two threads at once.
 
 Accepted means never lost: a job in the queue gets its own answer or its own error. When a grouped
 call fails, each of its jobs is run again on its own, so one bad input fails only its own request.
@@ -42,28 +39,24 @@ class Job:
 class Batcher:
     """Coalesces jobs into calls of ``run``; start it inside the event loop that serves the requests."""
 
-    def __init__(self, run: BatchRun, max_batch_size: int = 64, max_wait_ms: float = 5.0, max_queue: int = 256,
-                 thread_setup: Callable[[], None] | None = None, workers: int = 1):
-        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0 or workers < 1:
-            raise ValueError("max_batch_size, max_queue and workers must be >= 1, max_wait_ms >= 0")
+    def __init__(self, run: BatchRun, max_batch_size: int = 128, max_wait_ms: float = 5.0, max_queue: int = 256,
+                 thread_setup: Callable[[], None] | None = None):
+        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")
         self.run = run
-        self.thread_setup = thread_setup  # run first in each worker thread (per-thread settings: torch's threads)
-        self.workers = workers
+        self.thread_setup = thread_setup  # run first in the worker thread (per-thread settings: torch's threads)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.queue: asyncio.Queue[Job] | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.task: asyncio.Task[None] | None = None
-        self.free: asyncio.Semaphore | None = None  # worker threads not running a batch
-        self.running: set[asyncio.Task[None]] = set()  # batches being run
         self.batch_seconds = 0.1  # running mean of a model call, for Retry-After
         self.batches = 0
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
-        self.free = asyncio.Semaphore(self.workers)
-        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hubtune-model",
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubtune-model",
                                            initializer=self.thread_setup)
         self.task = asyncio.get_running_loop().create_task(self.collect())
 
@@ -71,7 +64,7 @@ class Batcher:
         """Finish what was accepted, then stop."""
         if self.task is None or self.queue is None:
             return
-        while (not self.queue.empty() or self.running) and not self.task.done():
+        while not self.queue.empty() and not self.task.done():
             await asyncio.sleep(0.01)
         self.task.cancel()
         try:
@@ -87,7 +80,7 @@ class Batcher:
 
     def retry_after(self) -> int:
         """Seconds until the queue has room: the batches ahead times the mean batch time."""
-        ahead = self.waiting / max(1, self.max_batch_size * self.workers)
+        ahead = self.waiting / max(1, self.max_batch_size)
         return max(1, math.ceil((ahead + 1) * self.batch_seconds))
 
     async def submit(self, key: Hashable, inputs: Any, size: int, timeout: float | None = None) -> tuple[Any, int]:
@@ -131,27 +124,12 @@ class Batcher:
         return [job for job in batch if not job.future.cancelled()]
 
     async def collect(self) -> None:
-        """Whenever a worker is free: the next batch, handed to it (not awaited: the next is collected)."""
-        assert self.free is not None
-        while True:
-            await self.free.acquire()
-            try:
-                batch = await self.next_batch()
-            except BaseException:
-                self.free.release()
-                raise
-            task = asyncio.get_running_loop().create_task(self.dispatch(batch))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
-
-    async def dispatch(self, batch: list[Job]) -> None:
-        """Run ``batch``'s groups (one call per key) in a worker, answer each job, free the worker."""
-        assert self.free is not None
         loop = asyncio.get_running_loop()
-        groups: dict[Hashable, list[Job]] = {}
-        for job in batch:
-            groups.setdefault(job.key, []).append(job)
-        try:
+        while True:
+            batch = await self.next_batch()
+            groups: dict[Hashable, list[Job]] = {}
+            for job in batch:
+                groups.setdefault(job.key, []).append(job)
             for key, jobs in groups.items():
                 started = time.monotonic()
                 results = await loop.run_in_executor(self.executor, self.call, key, jobs)
@@ -164,8 +142,6 @@ class Batcher:
                         job.future.set_exception(result)
                     else:
                         job.future.set_result(result)
-        finally:
-            self.free.release()
 
     def call(self, key: Hashable, jobs: list[Job]) -> list[Any]:
         """One model call for ``jobs`` (in the worker thread); on failure, each job again on its own."""

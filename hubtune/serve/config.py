@@ -27,9 +27,9 @@ class ServeConfig:
     options: LoadOptions = field(default_factory=LoadOptions)  # the shared model options
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch_size: int = 64  # inputs per model call
+    max_batch_size: int = 128  # inputs per model call
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
-    streams: int | None = None  # batches run at once (None: 2 on a 2+-thread CPU, 1 on CUDA; Service.streams)
+    streams: int | None = None  # forwards of a batch at once (None: as extract, 2 on a 2+-thread CPU, 1 on CUDA)
     max_queue: int = 256  # requests waiting for the model; past it: 503 + Retry-After
     max_inputs: int = 256  # inputs (or queries) per request; past it: 413
     max_text_chars: int = 20_000  # characters per text; past it: 413

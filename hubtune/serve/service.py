@@ -67,7 +67,6 @@ class Service:
     main: "Backbone | None" = None
     keeper: Any = None  # hubtune.embedding.Backbones: /v1/embed's backbone per tower
     store: Any = None  # the EmbeddingStore at config.cache, open while the service is loaded (close())
-    threads: int = 1  # the process's torch threads (the CLI's); a worker runs on its share of them
     ready: bool = False
     error: BaseException | None = None  # why loading failed (the process then stops)
 
@@ -79,10 +78,7 @@ class Service:
         from hubtune.embedding import Backbones
         from hubtune.store import EmbeddingStore
 
-        import torch
-
         config = self.config
-        self.threads = torch.get_num_threads()
         self.store = EmbeddingStore(config.cache)  # one handle for every batch (its threads share it)
         self.main = load_backbone(config.ref, config.options)
         self.keeper = Backbones(config.ref, config.options)
@@ -160,26 +156,13 @@ class Service:
         return head
 
     @staticmethod
-    def streams(config: ServeConfig) -> int:
-        """Model calls at once: ``config.streams``, else 2 on a CPU with 2+ torch threads (each on half
-        of them, as extract's two streams) and 1 on CUDA."""
+    def thread_setup() -> Callable[[], None]:
+        """What the model's worker thread runs first: this thread's torch (and faiss) thread counts.
+        OpenMP keeps the count per thread and a new thread starts at 1, so without it the model would
+        run on one core in the worker, and its sums, in another order, would differ from the CLI's."""
         import torch
 
-        from hubtune.runtime import resolve_device
-
-        if config.streams is not None:
-            return config.streams
-        on_cpu = resolve_device(config.options.device or "auto").type == "cpu"
-        return 2 if on_cpu and torch.get_num_threads() >= 2 else 1
-
-    @staticmethod
-    def thread_setup(streams: int = 1) -> Callable[[], None]:
-        """What a model worker thread runs first: its torch (and faiss) thread count, this thread's
-        divided among ``streams`` workers. OpenMP keeps the count per thread and a new thread starts at
-        1, so without it the model would run on one core in a lone worker."""
-        import torch
-
-        threads = max(1, torch.get_num_threads() // streams)
+        threads = torch.get_num_threads()
 
         def setup() -> None:
             torch.set_num_threads(threads)
@@ -271,20 +254,22 @@ class Service:
         return self.predict_batch(self.heads[target], jobs)
 
     def embed_settings(self, kind: str) -> Any:
-        """How a served batch is cut into forwards, in its worker thread (one stream: the workers are
-        the streams). On a CPU, texts sorted by length into forwards of at most :data:`CPU_TEXT_TOKENS`
-        padded tokens (many short texts or a few long ones: small matrices, little padding), images
-        :data:`CPU_IMAGE_FORWARD` at a time; on a GPU the whole batch in one forward. Fixed forwards of
-        4 texts served 0.6x of extract's items/s, of 16 (one long text pads the rest) 0.3x."""
+        """How a served batch is cut into forwards. On a CPU: texts sorted by length into forwards of
+        at most :data:`CPU_TEXT_TOKENS` padded tokens (many short texts or a few long ones: small
+        matrices, little padding, forwards of about one cost), images :data:`CPU_IMAGE_FORWARD` at a
+        time, run ``--streams`` at a time (default: extract's two one-thread streams), so both cores
+        stay busy to the batch's end. On a GPU: the whole batch in one forward. Fixed forwards of 4
+        texts served 0.6x of extract's items/s, of 16 (one long text pads the rest) 0.3x
+        (benchmarks/bench_serve.py)."""
         from hubtune.embedding import Settings
 
-        size = self.config.max_batch_size
+        size, streams = self.config.max_batch_size, self.config.streams
         device = getattr(self.keeper.get(kind), "device", None)
         if device is not None and getattr(device, "type", "cpu") != "cpu":
-            return Settings(batch_size=size, streams=1)
+            return Settings(batch_size=size, streams=streams or 1)
         if kind == "text":
-            return Settings(batch_size=size, streams=1, max_tokens=CPU_TEXT_TOKENS)
-        return Settings(batch_size=min(size, CPU_IMAGE_FORWARD), streams=1)
+            return Settings(batch_size=size, streams=streams, max_tokens=CPU_TEXT_TOKENS)
+        return Settings(batch_size=min(size, CPU_IMAGE_FORWARD), streams=streams)
 
     def embed_batch(self, kind: str, jobs: Sequence[list[Any]]) -> list[Any]:
         from hubtune.embedding import embed_values, inputs_error
@@ -313,7 +298,6 @@ class Service:
         import numpy as np
 
         from hubtune.index.neighbours import embed_queries, query_vectors
-        from hubtune.runtime import torch_threads
 
         data = dataset.found.data
         out = np.empty((len(queries), data.vectors.shape[1]), dtype=np.float32)
@@ -321,9 +305,8 @@ class Service:
         free = [i for i in range(len(queries)) if not names_item(queries[i])]
         if named:
             out[named] = query_vectors([queries[i] for i in named], data, lambda: None)
-        if free:  # on the CLI's threads: the query vectors, and so the scores, equal `hubtune search`'s
-            with torch_threads(self.threads):
-                out[free] = embed_queries(dataset.backbone, [queries[i] for i in free])
+        if free:
+            out[free] = embed_queries(dataset.backbone, [queries[i] for i in free])
         return out
 
     def search_batch(self, dataset: Searchable, jobs: Sequence[tuple[list[Any], int]]) -> list[Any]:
