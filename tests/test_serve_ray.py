@@ -90,3 +90,42 @@ def test_serve_command_engine_ray_hands_the_config_to_ray_engine(tmp_path: Path,
     (config, replicas), = calls
     assert replicas == 3 and config.ref == MODEL and config.max_batch_size == 16 and config.host == "127.0.0.1"
     assert config.streams == 1
+
+
+def test_the_ray_engine_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """``hubtune serve --engine ray`` stopped by SIGTERM as soon as it answers (Serve may still be
+    finishing its start): it stops the replicas and Ray and exits 0. It used to end on SIGABRT, Ray's own
+    SIGTERM handler (set by ray.init) having armed a 3-second abort that a Serve shutdown outlasts."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **RAY_ENV, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "hubtune", "serve", MODEL, "--cache", str(tmp_path / "c"), "--engine", "ray",
+               "--replicas", "1", "--port", str(port), "--precision", "fp32", "--device", "cpu"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/embed", json={"inputs": ["hello"]}, timeout=60)
+        assert answer.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert "hubtune serve: stopped" in output

@@ -85,17 +85,22 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def start(config: ServeConfig, replicas: int = 2, cpus_per_replica: float = 1.0, address: str | None = None) -> str:
-    """Start (or join) Ray, start Serve's proxy on ``config.host``/``config.port`` and run the replicas;
-    returns the URL once every replica has loaded the model. ``config.port`` 0: a free port."""
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster at ``address``, or start a local Ray (unless this process has already)."""
     import ray
 
-    serve = import_serve()
     if not ray.is_initialized():
         if address:
             ray.init(address=address)
         else:
             ray.init(include_dashboard=False)
+
+
+def start(config: ServeConfig, replicas: int = 2, cpus_per_replica: float = 1.0, address: str | None = None) -> str:
+    """Start (or join) Ray, start Serve's proxy on ``config.host``/``config.port`` and run the replicas;
+    returns the URL once every replica has loaded the model. ``config.port`` 0: a free port."""
+    serve = import_serve()
+    init_ray(address)
     if config.port == 0:
         config.port = free_port(config.host)
     from hubtune.store import EmbeddingStore
@@ -140,12 +145,16 @@ def serve_on_ray(config: ServeConfig, replicas: int, cpus_per_replica: float | N
     import threading
 
     def interrupt(*_: Any) -> None:
+        # should Ray's failure-signal handler (abseil's) have run first, it armed a 3-second abort
+        # (SIGALRM); stopping Serve's replicas and Ray takes longer
+        signal.alarm(0)
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():  # SIGTERM (and a SIGINT a shell ignored) stop it too
-        signal.signal(signal.SIGTERM, interrupt)
-        signal.signal(signal.SIGINT, interrupt)
     try:
+        init_ray(address)
+        if threading.current_thread() is threading.main_thread():  # after ray.init, which sets its own
+            signal.signal(signal.SIGTERM, interrupt)  # SIGTERM (and a SIGINT a shell ignored) stop it too
+            signal.signal(signal.SIGINT, interrupt)
         url = start(config, replicas, cpus_per_replica, address)
         logger.info("hubtune serve: %s on %d Ray Serve replicas at %s (Ctrl-C stops)", config.ref, replicas, url)
         while True:
@@ -158,3 +167,4 @@ def serve_on_ray(config: ServeConfig, replicas: int, cpus_per_replica: float | N
         finally:
             if started_ray:
                 ray.shutdown()
+        logger.info("hubtune serve: stopped")
