@@ -434,6 +434,19 @@ def test_a_head_of_another_backbone_is_refused_at_start(store: dict[str, Any]) -
     assert foreign in str(refused.value) and store["export"]["fingerprint"] in str(refused.value)
 
 
+def test_a_fine_tuned_head_is_refused_saying_why(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from hubtune.errors import ServeError
+    from hubtune.heads import use
+
+    tuned = SimpleNamespace(kind="finetune", model={"fingerprint": "f" * 32, "ref": MODEL})
+    monkeypatch.setattr(use, "load_head", lambda folder, cache: tuned)
+    with pytest.raises(ServeError, match="fine-tuned: it embeds with its own trained blocks") as refused:
+        server.app.state.service.open_head("tuned", Path("tuned"))
+    assert "f" * 32 in str(refused.value) and "hubtune predict" in str(refused.value)
+
+
 def test_missing_serve_extra_names_the_install(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 

@@ -147,6 +147,12 @@ class Service:
         head = load_head(folder, self.config.cache)
         wanted = head.model["fingerprint"]
         backbone = next((b for b in self.backbones() for dtype in DTYPES if b.fingerprint(dtype) == wanted), None)
+        if backbone is None and head.kind == "finetune":
+            raise ServeError(
+                f"head {name!r} ({folder}) is fine-tuned: it embeds with its own trained blocks "
+                f"(fingerprint {wanted}), not with {self.config.ref}'s frozen ones, and hubtune serve runs one "
+                "backbone per process. Use `hubtune predict` for it, or serve a head trained on the frozen "
+                "vectors (`hubtune train --head linear|mlp|knn`)")
         if backbone is None:
             raise ServeError(
                 f"head {name!r} ({folder}) reads vectors of fingerprint {wanted} ({head.model.get('ref')}), but "
