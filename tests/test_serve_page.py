@@ -14,18 +14,15 @@ import base64
 import io
 import json
 import os
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from tests.serve_pages import cli_json, launched_browser, search_done, served_url, watched_page
 from tests.tiny_clip import tiny_clip_repo
 
-CHROMIUM = os.environ.get("HUBTUNE_CHROMIUM", "/usr/bin/chromium")
 PINNED = ["--precision", "fp32", "--device", "cpu"]
 TOKEN = "page-test-token"
 K = 6
@@ -36,30 +33,7 @@ CAPTIONS = [(f"a {colour} {shape} on a {ground} background", shape) for shape in
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless chromium; the tests skip only when playwright or chromium is missing (asked first, before
-    the model and the server are built)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]'; scripts/setup installs it)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; scripts/setup installs it)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def _page(browser: Any, errors: list[str]) -> Any:
-    """A fresh tab (its own sessionStorage) that counts the page's /v1/search calls and keeps its JS errors."""
-    page = browser.new_context(viewport={"width": 1100, "height": 400}).new_page()
-    page.add_init_script("""window.__searches = 0;
-        const f = window.fetch; window.fetch = (u, o) => {
-          if (String(u).endsWith('/v1/search')) window.__searches++; return f(u, o); };""")
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return page
+    yield from launched_browser()
 
 
 def _picture(shape: str, seed: int) -> bytes:
@@ -84,16 +58,6 @@ def _picture(shape: str, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _cli(*args: str) -> Any:
-    from click.testing import CliRunner
-
-    from hubtune.cli import cli
-
-    result = CliRunner().invoke(cli, [*args, "--json"])
-    assert result.exit_code == 0, result.output[-3000:]
-    return json.loads(result.stdout)
-
-
 @pytest.fixture(scope="module")
 def served(test_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A store with an image folder (circle/square/triangle) and a table of captions embedded by the tiny
@@ -106,16 +70,16 @@ def served(test_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         for i in range(5):
             (images / shape / f"{shape}-{i}.png").write_bytes(_picture(shape, 10 * c + i))
     cache = root / "cache"
-    summary = _cli("extract", ref, str(images), "--cache", str(cache), "--dataset", "shapes", "--no-progress", *PINNED)
+    summary = cli_json("extract", ref, str(images), "--cache", str(cache), "--dataset", "shapes", "--no-progress", *PINNED)
     assert summary["failed"] == 0 and summary["computed"] == 15
     table = root / "captions.jsonl"
     table.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in CAPTIONS))
-    summary = _cli("extract", ref, str(table), "--cache", str(cache), "--dataset", "captions", "--no-progress", *PINNED)
+    summary = cli_json("extract", ref, str(table), "--cache", str(cache), "--dataset", "captions", "--no-progress", *PINNED)
     assert summary["failed"] == 0 and summary["computed"] == len(CAPTIONS)
     lookup = ["--cache", str(cache), "--model", ref, "--dataset", "shapes"]
     heads = []
     for kind in ("knn", "zeroshot"):
-        _cli("train", *lookup, "--head", kind, "--out", str(root / kind))
+        cli_json("train", *lookup, "--head", kind, "--out", str(root / kind))
         heads.append(root / kind)
     queries = {"drop": _picture("circle", 99), "pick": _picture("triangle", 98)}
     return {"ref": ref, "cache": cache, "heads": heads, "root": root, "queries": queries}
@@ -125,41 +89,11 @@ def served(test_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 def server(served: dict[str, Any]) -> Iterator[str]:
     """``hubtune serve`` in a subprocess on 127.0.0.1 (``--port 0``: a free port, read from its log), with a
     token; stopped after the module."""
-    import httpx
-
-    log = served["root"] / "serve.log"
     heads = [arg for head in served["heads"] for arg in ("--head", str(head))]
     command = [sys.executable, "-m", "hubtune", "serve", served["ref"], "--cache", str(served["cache"]),
                "--dataset", "shapes", "--dataset", "captions", *heads, "--host", "127.0.0.1", "--port", "0",
                "--token-env", "HUBTUNE_PAGE_TEST_TOKEN", *PINNED]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HUBTUNE_PAGE_TEST_TOKEN": TOKEN})
-    url: str | None = None
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"hubtune serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            if url is None:  # the startup lines name the URL once the socket is bound
-                match = re.search(r"http://127\.0\.0\.1:[1-9]\d*", log.read_text())
-                url = match.group(0) if match else None
-            try:
-                if url and httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"hubtune serve not ready in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield from served_url(command, served["root"] / "serve.log", {**os.environ, "HUBTUNE_PAGE_TEST_TOKEN": TOKEN})
 
 
 def _api(url: str, path: str, body: dict | None = None) -> Any:
@@ -218,12 +152,6 @@ def _assert_heads(page: Any, url: str, info: dict, image: dict) -> None:
         assert shown[name][0][0] == prediction["label"]
 
 
-def _search_done(page: Any, before: int) -> None:
-    """The page has answered a query started after ``before`` (its status line counts the items)."""
-    page.wait_for_function(
-        "b => window.__searches > b && !document.body.hasAttribute('aria-busy')", arg=before, timeout=60_000)
-
-
 @pytest.mark.slow
 def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, served: dict[str, Any],
                                                 shots: Path) -> None:
@@ -239,7 +167,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
         print(f"screenshot: {path}")
 
     errors: list[str] = []
-    page = _page(browser, errors)
+    page = watched_page(browser, errors)
     page.goto(server + "/")
 
     # 1. the server wants a token: the page asks for it (the /v1 routes answered 401)
@@ -259,7 +187,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("a photo of a circle")
     page.get_by_label("Search", exact=True).press("Enter")
-    _search_done(page, before)
+    search_done(page, before)
     expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": ["a photo of a circle"], "k": K})
     _assert_hits(page, expected["results"][0])
     _wait_thumbnails(page, K)
@@ -277,7 +205,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
         for (const type of ['dragenter', 'dragover', 'drop'])
           zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
     }""", dropped)
-    _search_done(page, before)
+    search_done(page, before)
     assert page.evaluate("window.__searches") == before + 1  # one drop, one search
     image = {"image": dropped}
     expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
@@ -291,7 +219,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
     before = page.evaluate("window.__searches")
     page.set_input_files("#file", files=[{"name": "triangle.png", "mimeType": "image/png",
                                           "buffer": served["queries"]["pick"]}])
-    _search_done(page, before)
+    search_done(page, before)
     image = {"image": base64.b64encode(served["queries"]["pick"]).decode()}
     expected = _api(server, "/v1/search", {"dataset": "shapes", "queries": [image], "k": K})
     _assert_hits(page, expected["results"][0])
@@ -304,7 +232,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("a green square")
     page.get_by_role("button", name="Search", exact=True).click()
-    _search_done(page, before)
+    search_done(page, before)
     expected = _api(server, "/v1/search", {"dataset": "captions", "queries": ["a green square"], "k": K})
     _assert_hits(page, expected["results"][0])
     page.wait_for_function(f"document.querySelectorAll('#results .media .text').length === {K}")
@@ -319,7 +247,7 @@ def test_the_page_searches_by_text_and_by_image(browser: Any, server: str, serve
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("a square")
     page.get_by_role("button", name="Search", exact=True).click()
-    _search_done(page, before)
+    search_done(page, before)
     page.wait_for_selector("#error", state="visible")
     message = page.inner_text("#error")
     assert message.startswith("4") and "no-such-dataset" in message, message
@@ -340,7 +268,7 @@ def test_the_page_shows_loading_a_wrong_token_and_an_overloaded_server(browser: 
     is the server's 401; a full queue's 503 shows its Retry-After. The two 503s are played by playwright's
     routing (the real server is loaded and idle); the 401s are the server's own."""
     errors: list[str] = []
-    page = _page(browser, errors)
+    page = watched_page(browser, errors)
     answered = {"info": 0, "search": 0}
     loading = {"error": "Overloaded", "message": "the service is still loading the model; retry shortly",
                "status": 503}
@@ -373,7 +301,7 @@ def test_the_page_shows_loading_a_wrong_token_and_an_overloaded_server(browser: 
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("a circle")
     page.get_by_label("Search", exact=True).press("Enter")
-    _search_done(page, before)
+    search_done(page, before)
     assert page.inner_text("#error") == "503: the request queue is full (256 waiting); retry later (retry after 3 s)"
     path = shots / "serve-7-overloaded.png"
     page.screenshot(path=str(path), full_page=True)
@@ -382,6 +310,6 @@ def test_the_page_shows_loading_a_wrong_token_and_an_overloaded_server(browser: 
     page.unroute("**/v1/search")
     before = page.evaluate("window.__searches")
     page.get_by_role("button", name="Search", exact=True).click()
-    _search_done(page, before)
+    search_done(page, before)
     assert page.is_hidden("#error") and len(_hits(page)) == 8  # the page's default k
     assert not errors, errors

@@ -9,8 +9,8 @@ images, a dropped image lists its neighbours with thumbnails and the scores of /
 classes are /v1/predict's. A screenshot of each step goes to ``$HUBTUNE_SCREENSHOTS`` (else the test's
 tmp_path); the paths are printed. The two-tower case (a tiny CLIP) is tests/test_serve_page.py.
 
-A strict xfail records what the image-only page still gets wrong: Search with no image asks to "Type a
-query", though its query box is disabled.
+Search with nothing to search asks for what the page takes: an image-only page asks for an image (it
+once asked to "Type a query" in its disabled box).
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ import base64
 import io
 import json
 import os
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-CHROMIUM = os.environ.get("HUBTUNE_CHROMIUM", "/usr/bin/chromium")
+from tests.serve_pages import cli_json, launched_browser, search_done, served_url, watched_page
+
 TEXT_MODEL = "hf:sentence-transformers/all-MiniLM-L6-v2"
 TEXT_PINNED = ["--precision", "fp32", "--device", "cpu"]
 IMAGE_MODEL = "timm:test_vit"
@@ -45,30 +43,7 @@ pytestmark = pytest.mark.slow  # two models, two servers and a browser: about a 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless chromium; the tests skip only when playwright or chromium is missing (asked first, before
-    the models and the servers are built)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]'; scripts/setup installs it)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; scripts/setup installs it)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def _cli(*args: str) -> Any:
-    from click.testing import CliRunner
-
-    from hubtune.cli import cli
-
-    result = CliRunner().invoke(cli, [*args, "--json"])
-    assert result.exit_code == 0, result.output[-3000:]
-    return json.loads(result.stdout)
+    yield from launched_browser()
 
 
 def _picture(colour: str, seed: int) -> bytes:
@@ -89,39 +64,10 @@ def _picture(colour: str, seed: int) -> bytes:
 def _serve(root: Path, ref: str, cache: Path, dataset: str, head: Path, pinned: list[str]) -> Iterator[str]:
     """``hubtune serve`` in a subprocess on 127.0.0.1 (``--port 0``: a free port, read from its log), no
     token; yields its URL once /readyz answers 200, stopped after."""
-    import httpx
-
-    log = root / "serve.log"
     command = [sys.executable, "-m", "hubtune", "serve", ref, "--cache", str(cache), "--dataset", dataset,
                "--head", str(head), "--host", "127.0.0.1", "--port", "0", *pinned]
     env = {k: v for k, v in os.environ.items() if k != "HUBTUNE_SERVE_TOKEN"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url: str | None = None
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"hubtune serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            if url is None:  # the startup lines name the URL once the socket is bound
-                match = re.search(r"http://127\.0\.0\.1:[1-9]\d*", log.read_text())
-                url = match.group(0) if match else None
-            try:
-                if url and httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"hubtune serve not ready in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield from served_url(command, root / "serve.log", env)
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +77,9 @@ def text_server(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     table = root / "phrases.jsonl"
     table.write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in TEXTS))
     cache = root / "cache"
-    summary = _cli("extract", TEXT_MODEL, str(table), "--cache", str(cache), "--no-progress", *TEXT_PINNED)
+    summary = cli_json("extract", TEXT_MODEL, str(table), "--cache", str(cache), "--no-progress", *TEXT_PINNED)
     assert summary["failed"] == 0 and summary["computed"] == len(TEXTS)
-    _cli("train", "--cache", str(cache), "--model", TEXT_MODEL, "--dataset", "phrases", "--head", "linear",
+    cli_json("train", "--cache", str(cache), "--model", TEXT_MODEL, "--dataset", "phrases", "--head", "linear",
          "--out", str(root / "mood"), *TEXT_PINNED)
     for url in _serve(root, TEXT_MODEL, cache, "phrases", root / "mood", TEXT_PINNED):
         yield {"url": url, "root": root}
@@ -149,9 +95,9 @@ def image_server(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for i in range(6):
             (folder / colour / f"{colour}-{i}.png").write_bytes(_picture(colour, 10 * c + i))
     cache = root / "cache"
-    summary = _cli("extract", IMAGE_MODEL, str(folder), "--cache", str(cache), "--no-progress", *IMAGE_PINNED)
+    summary = cli_json("extract", IMAGE_MODEL, str(folder), "--cache", str(cache), "--no-progress", *IMAGE_PINNED)
     assert summary["failed"] == 0 and summary["computed"] == 12
-    _cli("train", "--cache", str(cache), "--model", IMAGE_MODEL, "--dataset", "discs", "--head", "knn",
+    cli_json("train", "--cache", str(cache), "--model", IMAGE_MODEL, "--dataset", "discs", "--head", "knn",
          "--k", "3", "--out", str(root / "colour"), *IMAGE_PINNED)
     for url in _serve(root, IMAGE_MODEL, cache, "discs", root / "colour", IMAGE_PINNED):
         yield {"url": url, "root": root, "query": _picture("red", 99)}
@@ -181,24 +127,9 @@ def shot(tmp_path: Path) -> Callable[[Any, str], Path]:
     return take
 
 
-def _page(browser: Any, errors: list[str]) -> Any:
-    """A fresh tab that counts the page's /v1/search calls and keeps its JS errors."""
-    page = browser.new_context(viewport={"width": 1100, "height": 500}).new_page()
-    page.add_init_script("""window.__searches = 0;
-        const f = window.fetch; window.fetch = (u, o) => {
-          if (String(u).endsWith('/v1/search')) window.__searches++; return f(u, o); };""")
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return page
-
-
 def _ready(page: Any, url: str) -> None:
     page.goto(url + "/")
     page.wait_for_function("document.getElementById('status').textContent === 'Ready.'", timeout=30_000)
-
-
-def _search_done(page: Any, before: int) -> None:
-    page.wait_for_function(
-        "b => window.__searches > b && !document.body.hasAttribute('aria-busy')", arg=before, timeout=60_000)
 
 
 def _drop(page: Any, png: bytes, name: str, target: str = "#drop") -> None:
@@ -248,7 +179,7 @@ def test_the_page_of_a_text_only_model(browser: Any, text_server: dict[str, Any]
     assert [(d["name"], d["queries"]) for d in info["datasets"]] == [("phrases", ["text"])]
     assert [(h["name"], h["inputs"]) for h in info["heads"]] == [("mood", ["text"])]
     errors: list[str] = []
-    page = _page(browser, errors)
+    page = watched_page(browser, errors, 500)
     _ready(page, url)
 
     # 1. only the query box: no drop zone, and an image dropped on the page is no query
@@ -270,7 +201,7 @@ def test_the_page_of_a_text_only_model(browser: Any, text_server: dict[str, Any]
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("a great meal")
     page.get_by_label("Search", exact=True).press("Enter")
-    _search_done(page, before)
+    search_done(page, before)
     expected = _api(url, "/v1/search", {"dataset": "phrases", "queries": ["a great meal"], "k": K})["results"][0]
     assert len(expected) == K
     _assert_hits(page, expected)
@@ -287,7 +218,7 @@ def test_the_page_of_a_text_only_model(browser: Any, text_server: dict[str, Any]
     before = page.evaluate("window.__searches")
     page.get_by_label("Search", exact=True).fill("rain and cold all week")
     page.get_by_role("button", name="Search", exact=True).click()
-    _search_done(page, before)
+    search_done(page, before)
     expected = _api(url, "/v1/search", {"dataset": "phrases", "queries": ["rain and cold all week"],
                                         "k": K})["results"][0]
     _assert_hits(page, expected)
@@ -300,11 +231,11 @@ def test_the_page_of_an_image_only_model(browser: Any, image_server: dict[str, A
                                          shot: Callable[[Any, str], Path]) -> None:
     url = image_server["url"]
     info = _api(url, "/v1/info")
-    assert info["inputs"] == ["image"]
+    assert info["inputs"] == ["image"] and info["model"] == "timm:test_vit"  # no "@None": timm has no revisions
     assert [(d["name"], d["queries"]) for d in info["datasets"]] == [("discs", ["image"])]
     assert [(h["name"], h["inputs"]) for h in info["heads"]] == [("colour", ["image"])]
     errors: list[str] = []
-    page = _page(browser, errors)
+    page = watched_page(browser, errors, 500)
     _ready(page, url)
 
     # 1. only the drop zone: the query box is disabled and says the dataset is searched by images
@@ -322,7 +253,7 @@ def test_the_page_of_an_image_only_model(browser: Any, image_server: dict[str, A
     image = {"image": base64.b64encode(query).decode()}
     before = page.evaluate("window.__searches")
     _drop(page, query, "red-query.png")
-    _search_done(page, before)
+    search_done(page, before)
     assert page.evaluate("window.__searches") == before + 1  # one drop, one search
     expected = _api(url, "/v1/search", {"dataset": "discs", "queries": [image], "k": K})["results"][0]
     assert len(expected) == K
@@ -343,7 +274,7 @@ def test_the_page_of_an_image_only_model(browser: Any, image_server: dict[str, A
     page.get_by_label("k", exact=True).fill("8")
     before = page.evaluate("window.__searches")
     page.get_by_role("button", name="Search", exact=True).click()
-    _search_done(page, before)
+    search_done(page, before)
     expected = _api(url, "/v1/search", {"dataset": "discs", "queries": [image], "k": 8})["results"][0]
     _assert_hits(page, expected)
     _assert_heads(page, url, image, ["colour"])
@@ -352,13 +283,11 @@ def test_the_page_of_an_image_only_model(browser: Any, image_server: dict[str, A
     assert not errors, errors
 
 
-@pytest.mark.xfail(strict=True, reason="app.js submit handler (line ~314) asks an image-only page to 'Type a query, "
-                                       "or drop an image.' and focuses the disabled query box")
 def test_an_image_only_page_asks_for_an_image_not_a_text(browser: Any, image_server: dict[str, Any],
                                                          shot: Callable[[Any, str], Path]) -> None:
     """Search with no image yet: the query box is disabled, so the page should ask for an image only."""
     errors: list[str] = []
-    page = _page(browser, errors)
+    page = watched_page(browser, errors, 500)
     _ready(page, image_server["url"])
     page.get_by_role("button", name="Search", exact=True).click()
     page.wait_for_selector("#error", state="visible")

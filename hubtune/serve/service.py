@@ -203,7 +203,8 @@ class Service:
     @staticmethod
     def model_name(backbone: "Backbone") -> str:
         fields = backbone.fingerprint_fields()
-        return f"{fields['source']}:{fields['model']}@{fields['revision']}"
+        revision = fields.get("revision")  # none for a source without revisions (timm, torchvision)
+        return f"{fields['source']}:{fields['model']}" + (f"@{revision}" if revision else "")
 
     def dataset(self, name: str) -> Searchable:
         if name not in self.datasets:

@@ -311,8 +311,12 @@ function wire() {
     } else if (state.query && typeof state.query !== "string") {
       run(state.query); // a new dataset or k for the same image
     } else {
-      showError(new ApiError(0, "Type a query" + ($("drop").hidden ? "." : ", or drop an image.")));
-      $("query").focus();
+      // ask for what this dataset is searched by: a text, an image, or either
+      const typed = !$("query").disabled;
+      const dropped = !$("drop").hidden;
+      showError(new ApiError(0, typed && dropped ? "Type a query, or drop an image."
+        : typed ? "Type a query." : "Drop an image, or choose a file."));
+      if (typed) $("query").focus();
     }
   });
   $("dataset").addEventListener("change", offer);
