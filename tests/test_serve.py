@@ -447,6 +447,35 @@ def test_a_fine_tuned_head_is_refused_saying_why(server: Any, monkeypatch: pytes
     assert "f" * 32 in str(refused.value) and "hubtune predict" in str(refused.value)
 
 
+def test_a_port_in_use_a_missing_store_or_dataset_and_missing_ray_are_clear_errors(
+        tmp_path: Path, store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from hubtune.errors import ServeError
+    from hubtune.serve import ray_engine
+    from hubtune.serve.runner import Running, bind
+    from hubtune.serve.service import Service
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(ServeError, match=r"cannot listen on 127.0.0.1:\d+: .*--port 0 picks a free port"):
+            bind("127.0.0.1", taken.getsockname()[1])
+    nowhere = tmp_path / "no-store"
+    with pytest.raises(ServeError, match="no embedding store at .*no-store"):
+        Service(config(nowhere, datasets=["words"])).load()
+    assert not nowhere.exists()  # a mistyped --cache leaves no empty store behind
+    loads: list[str] = []
+    monkeypatch.setattr("hubtune.api.load_backbone", lambda *a, **k: loads.append("model"))
+    with pytest.raises(ServeError, match="no dataset 'wordz' in .*it holds: .*words"):
+        Running(config(store["cache"], datasets=["wordz"])).start()
+    assert loads == []  # refused before the model loads
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    with pytest.raises(ServeError, match=r"pip install 'hubtune\[ray\]'"):
+        ray_engine.serve_on_ray(config(tmp_path / "c"), 2)
+
+
 def test_missing_serve_extra_names_the_install(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
@@ -478,7 +507,8 @@ def _records(process: subprocess.Popen) -> Any:
 @pytest.mark.slow
 def test_the_command_serves_logs_json_and_refuses_a_foreign_head(store: dict[str, Any]) -> None:
     """The console command itself: the startup line with the URL, JSON access lines with latency and
-    batch size, Ctrl-C stops it cleanly; and a foreign head stops it at start, naming both fingerprints."""
+    batch size, SIGTERM (what systemd, Docker and Kubernetes send) stops it cleanly, logging "stopped", as
+    Ctrl-C does; and a foreign head stops it at start, naming both fingerprints."""
     process = _spawn(MODEL, "--cache", str(store["cache"]), "--dataset", "words", "--port", "0", "--json-logs",
                      "--token-env", "MY_TOKEN", *PINNED, env={"MY_TOKEN": TOKEN})
     try:
@@ -492,9 +522,11 @@ def test_the_command_serves_logs_json_and_refuses_a_foreign_head(store: dict[str
         assert access[0]["event"] == "access" and access[0]["path"] == "/v1/embed" and access[0]["status"] == 200
         assert access[0]["batch_size"] == 2 and access[0]["ms"] > 0 and access[1]["status"] == 401
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
-    assert process.returncode == 0
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=90)[1]
+    assert process.returncode == 0, rest
+    assert any(json.loads(line).get("message") == "hubtune serve: stopped" for line in rest.splitlines()
+               if line.startswith("{")), rest
 
     head, foreign = _foreign_head(store)
     refused = _spawn(MODEL, "--cache", str(store["cache"]), "--head", str(head), "--port", "0", *PINNED)

@@ -34,7 +34,8 @@ def _serve_extra() -> None:
               help="Address to listen on; anything but loopback exposes the service (set a token).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Inputs per model call: concurrent requests are coalesced up to this many.")
+              help="Inputs per model call: concurrent requests are coalesced up to this many (one request "
+              "is never split: --max-inputs bounds it).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="How long a batch waits for more requests before the model runs.")
 @click.option("--streams", type=click.IntRange(min=1), default=None,
@@ -70,7 +71,7 @@ def serve(ref: str, cache_dir: Path | None, datasets: tuple[str, ...], heads: tu
 
     One backbone per process, loaded once; concurrent requests are batched. Results equal
     `export`, `search --json` and `predict --json` for the same inputs. Routes: GET /healthz,
-    GET /readyz, POST /v1/embed, /v1/search, /v1/predict, GET /v1/datasets/NAME/items/ROW, the
+    GET /readyz, GET /v1/info, POST /v1/embed, /v1/search, /v1/predict, GET /v1/datasets/NAME/items/ROW, the
     API schema at /openapi.json and a search page at /.
 
     \b

@@ -89,7 +89,7 @@ class Batcher:
         if self.queue is None:
             raise RuntimeError("the batcher is not started")
         if self.queue.qsize() >= self.max_queue:
-            raise Overloaded(f"{self.queue.qsize()} requests are waiting for the model (the queue holds "
+            raise Overloaded(f"requests waiting for the model: {self.queue.qsize()} (the queue holds "
                              f"{self.max_queue}, --max-queue); retry after {self.retry_after()} s",
                              self.retry_after())
         job = Job(key, inputs, max(1, size), asyncio.get_running_loop().create_future())
@@ -99,7 +99,8 @@ class Batcher:
         except asyncio.TimeoutError:
             job.future.cancel()  # skipped if it has not started; its result is dropped if it has
             raise ServeTimeout(f"no answer within {timeout:g} s (--request-timeout); the service is busy "
-                               "or the inputs are too many for one request") from None
+                               "or the inputs are too many for one request (a batch already running "
+                               "finishes first: send fewer inputs rather than the same again)") from None
         return result, job.batch_size
 
     async def next_batch(self) -> list[Job]:

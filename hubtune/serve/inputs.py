@@ -153,7 +153,8 @@ def form_body(fields: dict[str, list[Any]], lists: Sequence[str], scalars: dict[
         try:
             body[name] = kind(given[0])
         except ValueError:
-            raise RequestError(f"form field {name!r}: {given[0]!r} is not a {kind.__name__}") from None
+            kinds = {"int": "an integer", "float": "a number", "str": "a text"}
+            raise RequestError(f"form field {name!r}: {given[0]!r} is not {kinds.get(kind.__name__, kind.__name__)}") from None
     return body
 
 

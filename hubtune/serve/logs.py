@@ -37,6 +37,10 @@ def setup_logging(json_logs: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # python-multipart logs a malformed form on its own (the client gets a 4xx naming it): keep the
+    # output one line per request, JSON with --json-logs
+    logging.getLogger("multipart").setLevel(logging.CRITICAL)
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
 
 
 def startup_line(url: str, info: dict[str, Any]) -> None:

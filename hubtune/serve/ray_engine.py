@@ -131,6 +131,7 @@ def serve_on_ray(config: ServeConfig, replicas: int, cpus_per_replica: float | N
                  address: str | None = None) -> None:
     """``hubtune serve --engine ray`` in the foreground: serve until Ctrl-C, then stop the replicas (and
     Ray, when this call started it)."""
+    import_serve()  # Ray missing: say how to install it, before anything starts
     import ray
 
     from hubtune.serve.logs import logger, setup_logging

@@ -4,6 +4,7 @@ and the startup line shows the real URL; a failed model load stops the server an
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -13,11 +14,17 @@ from hubtune.serve.config import ServeConfig
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (``port=0``: a free one)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
+    """A listening socket on ``host:port`` (``port=0``: a free one); a ServeError saying why not."""
+    from hubtune.errors import ServeError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error} (--port 0 picks a free "
+                         "port; --host names an address of this machine)") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -27,8 +34,9 @@ def server_for(app: Any, config: ServeConfig, sock: socket.socket) -> Any:
     """A uvicorn server for ``app`` that stops when loading fails; the app's URL set to the bound port."""
     import uvicorn
 
+    # on Ctrl-C or SIGTERM, requests already accepted get their answer (or their --request-timeout 504)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=int(config.request_timeout) + 1))
     app.state.url = config.url(sock.getsockname()[1])
 
     def fatal(_: BaseException) -> None:
@@ -44,6 +52,10 @@ def serve(config: ServeConfig, service: Any = None) -> None:
     from hubtune.serve.logs import logger, setup_logging
 
     setup_logging(config.json_logs)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn stops on SIGTERM, then raises it again once its own handler is gone: as KeyboardInterrupt
+        # here (systemd, Docker and Kubernetes stop with SIGTERM), the store is closed and "stopped" logged
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     sock = bind(config.host, config.port)
     app = create_app(config, service)
     server = server_for(app, config, sock)

@@ -79,7 +79,15 @@ class Service:
         from hubtune.store import EmbeddingStore
 
         config = self.config
+        if config.datasets and not (Path(config.cache) / "data.mdb").is_file():  # a mistyped --cache: no new store
+            raise ServeError(f"no embedding store at {config.cache}, so no dataset {config.datasets[0]!r} to search: "
+                             f"hubtune extract {config.ref} DATA --cache {config.cache} --dataset NAME first")
         self.store = EmbeddingStore(config.cache)  # one handle for every batch (its threads share it)
+        known = set(self.store.datasets())
+        missing = [name for name in config.datasets if name not in known]
+        if missing:  # before minutes of loading the model
+            raise ServeError(f"no dataset {missing[0]!r} in {config.cache}; it holds: "
+                             f"{', '.join(sorted(known)) or 'none'}")
         self.main = load_backbone(config.ref, config.options)
         self.keeper = Backbones(config.ref, config.options)
         self.keeper.loaded[self.main.modality] = self.main
@@ -215,10 +223,12 @@ class Service:
     def head(self, name: str | None) -> tuple[str, "HeadMethods"]:
         if name is None and len(self.heads) == 1:
             name = next(iter(self.heads))
+        offered = ", ".join(sorted(self.heads)) or "none (start the service with --head FOLDER)"
+        if name is None and self.heads:  # a field the request lacks: a bad request, not a missing head
+            raise RequestError(f"head: field required when several heads are served: one of {offered}")
         if name is None or name not in self.heads:
-            offered = ", ".join(sorted(self.heads)) or "none (start the service with --head FOLDER)"
             raise NotFoundError(f"no head {name!r} is served; served: {offered}" if name is not None
-                                else f"say which head: \"head\": one of {offered}")
+                                else f"no head is served: {offered}")
         return name, self.heads[name]
 
     def embed_kind(self, values: Sequence[Any]) -> str:
