@@ -73,9 +73,7 @@ class Service:
     # -- loading --------------------------------------------------------------------------------------------
     def load(self) -> None:
         """Load the backbone, each dataset's index (built when missing) and each head (refused when its
-        fingerprint is not this backbone's)."""
-        from hubtune.api import load_backbone
-        from hubtune.embedding import Backbones
+        fingerprint is not this backbone's); the store is closed again when any of it fails."""
         from hubtune.store import EmbeddingStore
 
         config = self.config
@@ -83,6 +81,17 @@ class Service:
             raise ServeError(f"no embedding store at {config.cache}, so no dataset {config.datasets[0]!r} to search: "
                              f"hubtune extract {config.ref} DATA --cache {config.cache} --dataset NAME first")
         self.store = EmbeddingStore(config.cache)  # one handle for every batch (its threads share it)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        from hubtune.api import load_backbone
+        from hubtune.embedding import Backbones
+
+        config = self.config
         known = set(self.store.datasets())
         missing = [name for name in config.datasets if name not in known]
         if missing:  # before minutes of loading the model
