@@ -45,9 +45,7 @@ import bisect
 import itertools
 import json
 import os
-import threading
 import weakref
-from dataclasses import dataclass
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -55,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from hubtune.errors import StoreError
 from hubtune.store.blocks import (BLOCK_NUMBER, FP_BYTES, KEY_BYTES, LOCATION, PAST_KEYS, decode_block, encode_block,
                                   fingerprint_bytes)
+from hubtune.store.environments import OPEN_LOCK, forget_other_processes, open_env, release_env
 from hubtune.store.format import check_format
 from hubtune.store.maintenance import Maintenance
 from hubtune.store.requests import request_key
@@ -65,51 +64,6 @@ if TYPE_CHECKING:
 DEFAULT_MAP_SIZE = 1 << 40  # a virtual reservation, not disk use
 _SCAN_PAGE = 65536  # key-index entries read per page when scanning a fingerprint's run
 _HANDLES: "weakref.WeakSet[EmbeddingStore]" = weakref.WeakSet()  # open handles, to release after fork
-
-
-@dataclass
-class _Shared:
-    """One store's LMDB environment in this process, and how many handles use it."""
-
-    env: Any
-    readonly: bool
-    users: int = 1
-
-
-_OPEN: dict[tuple[str, int], _Shared] = {}  # (real path, pid) -> its environment
-_OPEN_LOCK = threading.Lock()
-
-
-def _open_env(path: Path, readonly: bool, map_size: int, max_readers: int) -> Any:
-    """This process's environment for the store at ``path``: the open one (shared), or a new one."""
-    import lmdb
-
-    key = (os.path.realpath(path), os.getpid())
-    shared = _OPEN.get(key)
-    if shared is not None:
-        if shared.readonly and not readonly:
-            raise StoreError(f"the store at {path} is open read-only in this process; close that handle "
-                             "before opening it for writing")
-        shared.users += 1
-        return shared.env
-    env = lmdb.open(str(path), map_size=map_size, max_dbs=12, readonly=readonly, sync=True,
-                    writemap=False, metasync=True, lock=True, max_readers=max_readers)
-    env.reader_check()  # clear reader slots left by killed processes
-    _OPEN[key] = _Shared(env, readonly)
-    return env
-
-
-def _release_env(path: Path, env: Any) -> None:
-    """One handle fewer on ``env`` (hold ``_OPEN_LOCK``); the last one closes it."""
-    key = (os.path.realpath(path), os.getpid())
-    shared = _OPEN.get(key)
-    if shared is None or shared.env is not env:
-        env.close()
-        return
-    shared.users -= 1
-    if shared.users == 0:
-        del _OPEN[key]
-        env.close()
 
 
 def release_inherited() -> None:
@@ -123,9 +77,7 @@ def release_inherited() -> None:
         if handle._pid != os.getpid():
             _HANDLES.discard(handle)
             handle.env.close()
-    with _OPEN_LOCK:
-        for key in [key for key in _OPEN if key[1] != os.getpid()]:
-            del _OPEN[key]
+    forget_other_processes()
 
 
 class EmbeddingStore(Maintenance):
@@ -142,15 +94,15 @@ class EmbeddingStore(Maintenance):
             raise StoreError(f"no embedding store at {self.path} (run `hubtune extract` first)")
         self._pid = os.getpid()
         release_inherited()
-        with _OPEN_LOCK:  # one environment per store and process, opened and stamped once
-            self.env = _open_env(self.path, readonly, map_size, max_readers)
+        with OPEN_LOCK:  # one environment per store and process, opened and stamped once
+            self.env = open_env(self.path, readonly, map_size, max_readers)
             _HANDLES.add(self)
             create = not readonly
             try:
                 check_format(self.env, self.path, create)
             except StoreError:
                 _HANDLES.discard(self)
-                _release_env(self.path, self.env)
+                release_env(self.path, self.env)
                 raise
         self._closed = False
         self._fingerprints = self.env.open_db(b"fingerprints", create=create)
@@ -193,8 +145,8 @@ class EmbeddingStore(Maintenance):
         if os.getpid() == self._pid and not self._closed:
             self._closed = True
             _HANDLES.discard(self)
-            with _OPEN_LOCK:
-                _release_env(self.path, self.env)
+            with OPEN_LOCK:
+                release_env(self.path, self.env)
 
     def __enter__(self) -> "EmbeddingStore":
         return self
