@@ -292,7 +292,7 @@ class Service:
         size, streams = self.config.max_batch_size, self.config.streams
         device = getattr(self.keeper.get(kind), "device", None)
         if device is not None and getattr(device, "type", "cpu") != "cpu":
-            return Settings(batch_size=size, streams=streams or 1)
+            return Settings(batch_size=size, streams=streams)  # cpu_streams: 1 on CUDA
         if kind == "text":
             return Settings(batch_size=size, streams=streams, max_tokens=CPU_TEXT_TOKENS)
         return Settings(batch_size=min(size, CPU_IMAGE_FORWARD), streams=streams)

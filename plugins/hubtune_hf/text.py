@@ -23,20 +23,12 @@ says nothing about the text.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 from hubtune.plugin import TEXT_TOKENS, Backbone, InputError, LayerPools, LoadOptions, ModelRef, Preprocessor, as_text
 from hubtune_hf.common import LOADER, encoder_blocks, encoder_run, hidden_state_index, hidden_state_layers, load_model
 from hubtune_hf.st_config import POOLING_MODES, Pipeline, read_pipeline
-
-
-#: One tokeniser call at a time in a process. A fast tokenizer sets its truncation and padding on its
-#: shared Rust object per call and raises "Already borrowed" when another thread is encoding; ``hubtune
-#: serve`` runs model calls in two threads. Module level, so the preprocessor still pickles for
-#: DataLoader workers (each process has its own lock).
-TOKENIZER_LOCK = threading.Lock()
 
 
 class TokenizerPreprocessor(Preprocessor):
@@ -69,14 +61,10 @@ class TokenizerPreprocessor(Preprocessor):
         budget = self.max_length * 16
         while self.truncation_side == "right" and budget < len(text):
             cut = text.rfind(" ", 0, budget)
-            if cut > 0 and len(self._encode(text[:cut], add_special_tokens=False)["input_ids"]) > self.max_length:
+            if cut > 0 and len(self.tokenizer(text[:cut], add_special_tokens=False)["input_ids"]) > self.max_length:
                 return text[:cut]
             budget *= 4
         return text
-
-    def _encode(self, texts: str | list[str], **kwargs: Any) -> Any:
-        with TOKENIZER_LOCK:
-            return self.tokenizer(texts, **kwargs)
 
     def _tensors(self, encoded: Any, index: int | None = None) -> dict:
         import torch
@@ -86,7 +74,7 @@ class TokenizerPreprocessor(Preprocessor):
                 for key in keys if key in encoded}
 
     def __call__(self, item: Any) -> dict:
-        return self._tensors(self._encode(self._clean(item), **self.kwargs))
+        return self._tensors(self.tokenizer(self._clean(item), **self.kwargs))
 
     def prepare_many(self, items: Sequence[Any]) -> list:
         """One batched tokeniser call (several times faster than one call per text)."""
@@ -99,7 +87,7 @@ class TokenizerPreprocessor(Preprocessor):
             except InputError as exc:
                 results[index] = exc
         if texts:
-            encoded = self._encode(texts, **self.kwargs)
+            encoded = self.tokenizer(texts, **self.kwargs)
             for row, index in enumerate(where):
                 results[index] = self._tensors(encoded, row)
         return results
