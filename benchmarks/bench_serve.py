@@ -3,8 +3,9 @@
 The same model (the bundled MiniLM, `hf:sentence-transformers/all-MiniLM-L6-v2`, fp32, CPU), the same
 request and response (`POST /v1/embed {"inputs": [...]}` -> `{"model", "fingerprint", "dim", "vectors"}`)
 and the same inputs for every stack: `--requests` requests of 1-8 mixed-length sentences (seeded), sent by
-`--concurrency` clients (asyncio + httpx, answers parsed with orjson, in a process of their own, so the
-client never shares the server's event loop), to 127.0.0.1 only; each load stops by itself when the requests are answered.
+`--concurrency` keep-alive connections (a minimal HTTP/1.1 client on asyncio streams and uvloop, answers
+parsed with orjson, in a process of their own, so the client never shares the server's event loop), to
+127.0.0.1 only; each load stops by itself when the requests are answered.
 
 Stacks, alternating, each in a fresh process with a fresh store (every input is new to it: nothing is
 answered from the cache):
@@ -15,6 +16,8 @@ answered from the cache):
 - `ray`: Ray Serve 2.x, one replica of 2 CPUs (so 2 torch threads), `@serve.batch(max_batch_size=the same inputs, batch_wait_timeout_s=0.005)`
   over hubtune's own `Service.run` (the batch call `hubtune serve` makes, store included), the request
   checked by the same functions, behind Ray's HTTP proxy on 127.0.0.1 (`ray.init(num_cpus=2)`);
+- `hubtune-httpx` (only when named): `hubtune` again, loaded by an httpx client instead: what a heavy load
+  generator on the same two cores costs the measurement (this benchmark's client until 2026-12-01);
 - `ray-replicas` (only with `--stacks ...,ray-replicas`): `hubtune serve --engine ray --replicas 2`'s
   deployment (`hubtune.serve.ray_engine`: the same FastAPI app, batcher included, in each replica);
 - `extract`: offline `hubtune.extract.extract` of the same inputs (all of them, in request order) into a
@@ -57,7 +60,7 @@ OPTIONS = ["--precision", "fp32", "--device", "cpu"]
 HERE = Path(__file__).resolve()
 RAY_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1",
            "RAY_SERVE_LOG_TO_STDERR": "0"}
-STACKS = ("hubtune", "ray", "hubtune-nobatch", "ray-replicas")
+STACKS = ("hubtune", "ray", "hubtune-nobatch", "ray-replicas", "hubtune-httpx")
 
 
 # -- CPU time (the machine is shared: CPU seconds per item do not depend on the others' load as much) ----
@@ -103,10 +106,61 @@ def requests(count: int, seed: int) -> list[list[str]]:
     return out
 
 
-async def load(url: str, payloads: list[list[str]], concurrency: int) -> dict[str, Any]:
-    """Send every payload once from ``concurrency`` clients; latencies, wall time, errors. Answers are
-    parsed with orjson: the load generator shares the server's two cores, and the standard library's
-    parser of 9,000 x 384 numbers took seconds of them."""
+async def answer_of(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 response: ``(status, body, the server keeps the connection)``; a
+    ``Content-Length`` or a chunked body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in head[1:] if line)}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size + 2))
+        await reader.readuntil(b"\r\n")
+        body = b"".join(part[:-2] for part in parts)
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, body, headers.get("connection", "").lower() != "close"
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: ``await post(body)`` -> ``(status, answer bytes)``; reopened
+    after the server closes it or a request fails."""
+
+    def __init__(self, url: str):
+        self.host, self.port = url.removeprefix("http://").rsplit(":", 1)
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        head = (f"POST /v1/embed HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        try:
+            if self.streams is None:
+                self.streams = await asyncio.open_connection(self.host, int(self.port))
+            reader, writer = self.streams
+            writer.write(head + body)
+            status, answer, keep = await asyncio.wait_for(answer_of(reader), 120.0)
+        except BaseException:
+            self.close()
+            raise
+        if not keep:
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+async def load(url: str, payloads: list[list[str]], concurrency: int, client: str = "raw") -> dict[str, Any]:
+    """Send every payload once from ``concurrency`` keep-alive connections; latencies, wall time, errors.
+
+    ``client="raw"`` (the default): a minimal HTTP/1.1 client on asyncio streams, which is what a load
+    generator such as wrk is. The load shares the server's two cores, and httpx's client
+    (``client="httpx"``, the ``hubtune-httpx`` stack) takes 4-5 CPU-seconds per 1,000 requests of them,
+    about a tenth of the machine during a load: it measured the client as much as the server. Answers
+    are parsed with orjson and their vectors counted."""
     import httpx
     import orjson
 
@@ -114,20 +168,27 @@ async def load(url: str, payloads: list[list[str]], concurrency: int) -> dict[st
     errors: list[str] = []
     todo = iter(range(len(payloads)))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as shared:
+        async def through_httpx(body: bytes) -> tuple[int, bytes]:
+            answer = await shared.post("/v1/embed", content=body, headers={"Content-Type": "application/json"})
+            return answer.status_code, answer.content
+
         async def worker() -> None:
+            connection = Connection(url)
+            post = through_httpx if client == "httpx" else connection.post
             for index in todo:
                 inputs = payloads[index]
                 started = time.perf_counter()
                 try:
-                    answer = await client.post("/v1/embed", json={"inputs": inputs})
-                    if answer.status_code != 200:
-                        errors.append(f"{answer.status_code}: {answer.text[:200]}")
-                    elif len(vectors := orjson.loads(answer.content)["vectors"]) != len(inputs):
+                    status, answer = await post(orjson.dumps({"inputs": inputs}))
+                    if status != 200:
+                        errors.append(f"{status}: {answer[:200]!r}")
+                    elif len(vectors := orjson.loads(answer)["vectors"]) != len(inputs):
                         errors.append(f"{len(vectors)} vectors for {len(inputs)} inputs")
                 except Exception as error:  # noqa: BLE001 (counted, and the load goes on)
                     errors.append(f"{type(error).__name__}: {error}")
                 latencies.append(time.perf_counter() - started)
+            connection.close()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -135,11 +196,20 @@ async def load(url: str, payloads: list[list[str]], concurrency: int) -> dict[st
     return {"wall_s": wall, "latencies_s": latencies, "errors": errors}
 
 
-def client_main(url: str, payload_file: str, concurrency: int, out: str) -> None:
+def run_async(main: Any) -> Any:
+    """``asyncio.run``, on uvloop when it is installed (the load generator's own event loop is cheaper)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def client_main(url: str, payload_file: str, concurrency: int, out: str, client: str) -> None:
     data = json.loads(Path(payload_file).read_text())
-    asyncio.run(load(url, data["warmup"], concurrency))
+    run_async(load(url, data["warmup"], concurrency, client))
     before = cpu_self()
-    result = asyncio.run(load(url, data["requests"], concurrency))
+    result = run_async(load(url, data["requests"], concurrency, client))
     result["cpu_s"] = cpu_self() - before
     Path(out).write_text(json.dumps(result))
 
@@ -309,7 +379,8 @@ def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace)
         load_before = os.getloadavg()[0]
         server_cpu = tree_cpu(server.pid)
         subprocess.run([sys.executable, str(HERE), "--role", "client", "--url", url, "--payloads", str(payload_file),
-                        "--concurrency", str(args.concurrency), "--out", str(out)], check=True, env=env)
+                        "--concurrency", str(args.concurrency), "--out", str(out),
+                        "--client", "httpx" if stack == "hubtune-httpx" else "raw"], check=True, env=env)
         result = json.loads(out.read_text())
         server_cpu = tree_cpu(server.pid) - server_cpu
     finally:
@@ -370,13 +441,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result files' name")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
-    for name in ("--url", "--payloads", "--out", "--cache", "--ready-file", "--work"):
+    for name in ("--url", "--payloads", "--out", "--cache", "--ready-file", "--work", "--client"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.role == "client":
-        return client_main(args.url, args.payloads, args.concurrency, args.out)
+        return client_main(args.url, args.payloads, args.concurrency, args.out, args.client)
     if args.role == "ray-server":
         return ray_main(args.port, args.cache, args.max_batch_size, args.max_wait_ms, args.ready_file)
     if args.role == "ray-replicas":
