@@ -161,6 +161,8 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
     (``client="httpx"``, the ``hubtune-httpx`` stack) takes 4-5 CPU-seconds per 1,000 requests of them,
     about a tenth of the machine during a load: it measured the client as much as the server. Answers
     are parsed with orjson and their vectors counted."""
+    import contextlib
+
     import httpx
     import orjson
 
@@ -168,7 +170,8 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
     errors: list[str] = []
     todo = iter(range(len(payloads)))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) as shared:
+    opened = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) if client == "httpx" else None
+    async with opened or contextlib.nullcontext() as shared:
         async def through_httpx(body: bytes) -> tuple[int, bytes]:
             answer = await shared.post("/v1/embed", content=body, headers={"Content-Type": "application/json"})
             return answer.status_code, answer.content
