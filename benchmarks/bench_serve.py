@@ -42,6 +42,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -108,15 +109,19 @@ def requests(count: int, seed: int) -> list[list[str]]:
 
 async def answer_of(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     """One HTTP/1.1 response: ``(status, body, the server keeps the connection)``; a
-    ``Content-Length`` or a chunked body."""
+    ``Content-Length`` or a chunked body (trailers read and dropped). A stream out of step (bytes
+    after the last body) raises: the request counts as an error and the connection is dropped."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    if not head[0].startswith("HTTP/1."):  # bytes left over from the last answer: the stream is out of step
+        raise ValueError(f"not an HTTP/1.x status line: {head[0][:60]!r}")
     status = int(head[0].split(" ", 2)[1])
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in head[1:] if line)}
     if headers.get("transfer-encoding", "").lower() == "chunked":
         parts = []
         while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
             parts.append(await reader.readexactly(size + 2))
-        await reader.readuntil(b"\r\n")
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailer lines, then the empty line
+            pass
         body = b"".join(part[:-2] for part in parts)
     else:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
@@ -168,6 +173,7 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
 
     latencies: list[float] = []
     errors: list[str] = []
+    answered = [0]  # inputs of the requests answered right: what items/s counts
     todo = iter(range(len(payloads)))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     opened = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) if client == "httpx" else None
@@ -188,6 +194,8 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
                         errors.append(f"{status}: {answer[:200]!r}")
                     elif len(vectors := orjson.loads(answer)["vectors"]) != len(inputs):
                         errors.append(f"{len(vectors)} vectors for {len(inputs)} inputs")
+                    else:
+                        answered[0] += len(inputs)
                 except Exception as error:  # noqa: BLE001 (counted, and the load goes on)
                     errors.append(f"{type(error).__name__}: {error}")
                 latencies.append(time.perf_counter() - started)
@@ -196,7 +204,7 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return {"wall_s": wall, "latencies_s": latencies, "errors": errors}
+    return {"wall_s": wall, "latencies_s": latencies, "errors": errors, "answered_items": answered[0]}
 
 
 def run_async(main: Any) -> Any:
@@ -208,12 +216,14 @@ def run_async(main: Any) -> Any:
     return uvloop.run(main)
 
 
-def client_main(url: str, payload_file: str, concurrency: int, out: str, client: str) -> None:
+def client_main(url: str, payload_file: str, concurrency: int, out: str, client: str, server_pid: int) -> None:
+    """The warm-up, then the measured load; the client's and the server's CPU seconds of the load only."""
     data = json.loads(Path(payload_file).read_text())
     run_async(load(url, data["warmup"], concurrency, client))
-    before = cpu_self()
+    before, server_before = cpu_self(), tree_cpu(server_pid)
     result = run_async(load(url, data["requests"], concurrency, client))
     result["cpu_s"] = cpu_self() - before
+    result["server_cpu_s"] = tree_cpu(server_pid) - server_before
     Path(out).write_text(json.dumps(result))
 
 
@@ -380,16 +390,16 @@ def served(stack: str, payload_file: Path, work: Path, args: argparse.Namespace)
         wait_ready(url, server)
         out = work / f"{stack}-client.json"
         load_before = os.getloadavg()[0]
-        server_cpu = tree_cpu(server.pid)
         subprocess.run([sys.executable, str(HERE), "--role", "client", "--url", url, "--payloads", str(payload_file),
                         "--concurrency", str(args.concurrency), "--out", str(out),
-                        "--client", "httpx" if stack == "hubtune-httpx" else "raw"], check=True, env=env)
+                        "--client", "httpx" if stack == "hubtune-httpx" else "raw", "--server-pid", str(server.pid)],
+                       check=True, env=env)
         result = json.loads(out.read_text())
-        server_cpu = tree_cpu(server.pid) - server_cpu
+        server_cpu = result["server_cpu_s"]
     finally:
         stop(server, sig)
         log.close()
-    items = sum(len(r) for r in json.loads(payload_file.read_text())["requests"])
+    items = result["answered_items"]  # a failed request's inputs are not served items
     lat = sorted(result["latencies_s"])
     return {"stack": stack, "requests": len(lat), "items": items, "wall_s": result["wall_s"],
             "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
@@ -422,7 +432,7 @@ def markdown(result: dict[str, Any]) -> str:
         ratios = result["ratios"].get(stack, [])
         lines.append(f"| {stack} | {med(r['p50_ms'] for r in rows):.0f} | {med(r['p99_ms'] for r in rows):.0f} | "
                      f"{med(r['requests_per_s'] for r in rows):.1f} | {med(r['items_per_s'] for r in rows):.1f} | "
-                     f"{sum(r['errors'] for r in rows)} | {med(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, "
+                     f"{sum(r['errors'] for r in rows)} | {med(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}, "
                      f"n={len(ratios)}) |")
     extract_rates = [r["items_per_s"] for r in result["extract"]]
     lines.append(f"| offline extract | | | | {statistics.median(extract_rates):.1f} | | 1.00 |")
@@ -447,10 +457,11 @@ def main() -> None:
     for name in ("--url", "--payloads", "--out", "--cache", "--ready-file", "--work", "--client"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.role == "client":
-        return client_main(args.url, args.payloads, args.concurrency, args.out, args.client)
+        return client_main(args.url, args.payloads, args.concurrency, args.out, args.client, args.server_pid)
     if args.role == "ray-server":
         return ray_main(args.port, args.cache, args.max_batch_size, args.max_wait_ms, args.ready_file)
     if args.role == "ray-replicas":
@@ -482,7 +493,7 @@ def main() -> None:
             ratios[stack].append(row["items_per_s"] / extracts[-1]["items_per_s"])
             print(f"repeat {repeat}: {stack}: p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
                   f"{row['requests_per_s']:.1f} req/s, {row['items_per_s']:.1f} items/s, {row['errors']} errors, "
-                  f"{ratios[stack][-1]:.2f}x extract; server {row['items_per_server_cpu_s']:.1f} items/CPU-s "
+                  f"{ratios[stack][-1]:.3f}x extract; server {row['items_per_server_cpu_s']:.1f} items/CPU-s "
                   f"({row['cpu_ratio']:.2f}x extract's), client {row['client_cpu_s']:.1f} CPU-s "
                   f"(load {row['load_before']:.2f})", flush=True)
     med = statistics.median
@@ -491,9 +502,10 @@ def main() -> None:
     for stack in stacks:
         rs = ratios[stack]
         target = ">= 0.70, 0 errors" if stack in ("hubtune", "ray-replicas") else ""
+        below = f"; {sum(r < 0.70 for r in rs)} of {len(rs)} repeats below 0.70" if target else ""
         summary.append(fact_row(f"{stack}: served items/s / extract items/s",
-                                f"{med(rs):.2f} (per repeat {min(rs):.2f}-{max(rs):.2f}, n={len(rs)}); "
-                                f"{sum(r['errors'] for r in runs[stack])} errors", target))
+                                f"{med(rs):.3f} (per repeat {min(rs):.3f}-{max(rs):.3f}, n={len(rs)}); "
+                                f"{sum(r['errors'] for r in runs[stack])} errors{below}", target))
         cpu = [r["cpu_ratio"] for r in runs[stack]]
         summary.append(fact_row(f"{stack}: items per server CPU-second / extract's items per CPU-second",
                                 f"{med(cpu):.2f} (per repeat {min(cpu):.2f}-{max(cpu):.2f}, n={len(cpu)})", ""))
@@ -510,6 +522,7 @@ def main() -> None:
               "stacks": runs, "extract": extracts, "ratios": ratios, "summary": summary}
     for row in summary:
         print(f"{row['measurement']}: {row['result']}  (target {row['target'] or '-'})")
+    shutil.rmtree(work, ignore_errors=True)  # stores and logs of every load (kept when a load fails)
     path = save("serve" + (f"-{args.tag}" if args.tag else ""), result)
     path.with_suffix(".md").write_text(markdown(result))
     print(f"saved {path} and {path.with_suffix('.md').relative_to(RESULTS.parent.parent)}")
