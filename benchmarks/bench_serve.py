@@ -168,15 +168,18 @@ async def load(url: str, payloads: list[list[str]], concurrency: int, client: st
     are parsed with orjson and their vectors counted."""
     import contextlib
 
-    import httpx
     import orjson
 
     latencies: list[float] = []
     errors: list[str] = []
     answered = [0]  # inputs of the requests answered right: what items/s counts
     todo = iter(range(len(payloads)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    opened = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0) if client == "httpx" else None
+    opened = None
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        opened = httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0)
     async with opened or contextlib.nullcontext() as shared:
         async def through_httpx(body: bytes) -> tuple[int, bytes]:
             answer = await shared.post("/v1/embed", content=body, headers={"Content-Type": "application/json"})

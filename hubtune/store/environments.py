@@ -30,11 +30,15 @@ OPEN: dict[tuple[str, int], Shared] = {}  # (real path, pid) -> its environment
 OPEN_LOCK = threading.Lock()
 
 
+def _key(path: Path) -> tuple[str, int]:
+    return os.path.realpath(path), os.getpid()
+
+
 def open_env(path: Path, readonly: bool, map_size: int, max_readers: int) -> Any:
     """This process's environment for the store at ``path``: the open one (shared), or a new one."""
     import lmdb
 
-    key = (os.path.realpath(path), os.getpid())
+    key = _key(path)
     shared = OPEN.get(key)
     if shared is not None:
         if shared.readonly and not readonly:
@@ -51,7 +55,7 @@ def open_env(path: Path, readonly: bool, map_size: int, max_readers: int) -> Any
 
 def release_env(path: Path, env: Any) -> None:
     """One handle fewer on ``env`` (hold ``OPEN_LOCK``); the last one closes it."""
-    key = (os.path.realpath(path), os.getpid())
+    key = _key(path)
     shared = OPEN.get(key)
     if shared is None or shared.env is not env:
         env.close()
